@@ -1,0 +1,80 @@
+"""`python -m signaling`: run one node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from signaling import logs
+from signaling.app import Application
+from signaling.config import Settings
+
+log = logging.getLogger("signaling")
+
+
+def parse_args(argv: list[str] | None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="signaling", description="Socket.IO signaling server with an aiortc SFU."
+    )
+    parser.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port, 0 for any free one (PORT, default 8080)")
+    parser.add_argument("--mode", choices=["mesh", "sfu", "auto"], help="ROOM_MODE, default auto")
+    parser.add_argument("--mesh-max", type=int, help="MESH_MAX: auto mode's largest mesh room")
+    parser.add_argument("--redis-url", help="REDIS_URL: share state with other nodes")
+    args = parser.parse_args(argv)
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "room_mode": args.mode,
+        "mesh_max": args.mesh_max,
+        "redis_url": args.redis_url,
+    }
+    return {key: value for key, value in overrides.items() if value is not None}
+
+
+async def serve(settings: Settings) -> None:
+    application = Application(settings)
+    runner = web.AppRunner(application.web, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=5.0)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    print(f"Listening on http://{settings.host}:{port}", flush=True)
+    log.info(
+        "node %s: mode=%s auth=%s redis=%s",
+        application.hub.node_id,
+        settings.room_mode,
+        settings.auth_mode,
+        "on" if settings.redis_url else "off",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings(**parse_args(argv))
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    except ImportError:  # pragma: no cover - uvloop is a dependency; Windows lacks it
+        asyncio.run(serve(settings))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

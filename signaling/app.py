@@ -1,0 +1,103 @@
+"""Wires the hub, the handlers, the HTTP routes and the optional SFU into one aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from signaling.config import Settings
+from signaling.handlers import Handlers
+from signaling.http import setup_routes
+from signaling.hub import Hub, MediaPlaneLike
+
+log = logging.getLogger("signaling")
+
+APP_KEY = web.AppKey("application", object)
+
+
+def build_media_plane(settings: Settings) -> MediaPlaneLike | None:
+    """The SFU runs where a room may become sfu: modes `sfu` and `auto`."""
+    if settings.room_mode == "mesh":
+        return None
+    try:
+        from sfu import MediaConfig, MediaPlane
+    except ImportError:  # pragma: no cover - the SFU ships with this package
+        log.warning("sfu package unavailable: sfu rooms will behave as mesh")
+        return None
+    plane: MediaPlaneLike = MediaPlane(
+        MediaConfig(ice_servers=settings.ice_servers, video_codec=settings.sfu_video_codec)
+    )
+    return plane
+
+
+class Application:
+    """One node: its hub, handlers and background sweeper, started and stopped together."""
+
+    def __init__(self, settings: Settings, media: MediaPlaneLike | None = None) -> None:
+        self.settings = settings
+        self.hub = Hub(settings, media=media if media is not None else build_media_plane(settings))
+        self.handlers = Handlers(self.hub)
+        self.web = web.Application(middlewares=[cors_middleware(settings)])
+        self.web[APP_KEY] = self
+        self.hub.sio.attach(self.web)
+        setup_routes(self.web, self)
+        self.web.on_startup.append(self._on_startup)
+        self.web.on_shutdown.append(self._on_shutdown)
+
+    async def _on_startup(self, _: web.Application) -> None:
+        await self.hub.start()
+        if self.hub.store.shared:
+            await self.hub.store.heartbeat(self.settings.node_ttl_s)
+            self.hub.spawn(self._liveness(), "node-liveness")
+
+    async def _on_shutdown(self, _: web.Application) -> None:
+        await self.hub.stop()
+
+    async def _liveness(self) -> None:
+        """Heartbeats this node and removes the participants of nodes that stopped beating."""
+        store = self.hub.store
+        while True:
+            await asyncio.sleep(self.settings.node_heartbeat_s)
+            try:
+                await store.heartbeat(self.settings.node_ttl_s)
+                for node in await store.dead_nodes():
+                    if node == store.node_id:
+                        continue
+                    if await store.claim(f"sweep:{node}", self.settings.node_ttl_s):
+                        log.warning("node %s is gone; removing its participants", node)
+                        await self.handlers.purge_node(node)
+                        await store.forget_node(node)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("liveness round failed")
+
+
+def cors_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """CORS for the HTTP routes from ALLOWED_ORIGINS (Socket.IO applies its own)."""
+    allowed = settings.allowed_origins
+    any_origin = "*" in allowed
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/socket.io"):
+            return await handler(request)
+        origin = request.headers.get("Origin")
+        permitted = origin is not None and (any_origin or origin in allowed)
+        if request.method == "OPTIONS" and origin is not None:
+            response: web.StreamResponse = web.Response(status=204 if permitted else 403)
+        else:
+            response = await handler(request)
+        if permitted and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = "*" if any_origin else origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+        return response
+
+    return middleware

@@ -1,0 +1,75 @@
+"""Every setting, from flags, environment variables or `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+RoomMode = Literal["mesh", "sfu", "auto"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    room_mode: RoomMode = "auto"
+    mesh_max: int = Field(default=3, ge=2, le=64)
+    redis_url: str | None = None
+    redis_prefix: str = "studycall"
+    jwt_secret: str | None = None
+    auth_verify_url: str | None = None
+    membership_url: str | None = None
+    api_key: str | None = None
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
+    max_participants: int = Field(default=16, ge=2, le=256)
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    node_id: str | None = None
+
+    # Limits of PROTOCOL.md section 6.
+    max_http_buffer_size: int = 1_000_000
+    max_sdp_chars: int = 100_000
+    max_room_id_chars: int = 100
+    max_chat_chars: int = 4_000
+    rate_per_second: float = 50.0
+    rate_burst: int = 100
+    ping_interval: float = 25.0
+    ping_timeout: float = 60.0
+    chat_history: int = Field(default=100, ge=1, le=10_000)
+
+    # Multi-node liveness: a node is dead when its heartbeat key has expired.
+    node_heartbeat_s: float = 2.0
+    node_ttl_s: float = 6.0
+
+    sfu_video_codec: Literal["VP8", "H264"] = "VP8"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("ice_servers", mode="before")
+    @classmethod
+    def _parse_ice_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @property
+    def auth_mode(self) -> Literal["jwt", "verify-url", "open"]:
+        if self.jwt_secret:
+            return "jwt"
+        if self.auth_verify_url:
+            return "verify-url"
+        return "open"
+
+    @property
+    def cors_origins(self) -> str | list[str]:
+        return "*" if "*" in self.allowed_origins else self.allowed_origins

@@ -1,0 +1,341 @@
+"""Video rooms (`video:` events): membership, mesh relay, media flags, chat, the SFU edge."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from signaling.domain import ChatMessage, ModeChange, Participant, VideoRoom, check_room_claim
+from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
+from signaling.hub import Conn, Hub, model_parser
+from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
+from signaling.models import (
+    Answer,
+    IceCandidate,
+    JoinRoom,
+    Offer,
+    RoomRef,
+    ToggleAudio,
+    ToggleVideo,
+    VideoChat,
+)
+
+log = logging.getLogger(__name__)
+
+SOCKET_ROOM = "video-sock"  # index: socket id -> video room id
+CHAT = "video-chat"
+SFU = "sfu"
+MAX_MEDIA_RETRIES = 3
+
+
+class VideoRooms:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.store = hub.store
+        self._media_failures: dict[str, int] = {}
+        on = hub.on
+        on("video:join-room", model_parser(JoinRoom))(self.join)
+        on("video:leave-room", model_parser(RoomRef))(self.leave_room)
+        on("video:offer", model_parser(Offer))(self.offer)
+        on("video:answer", model_parser(Answer))(self.answer)
+        on("video:ice-candidate", model_parser(IceCandidate))(self.ice_candidate)
+        on("video:toggle-audio", model_parser(ToggleAudio))(self.toggle_audio)
+        on("video:toggle-video", model_parser(ToggleVideo))(self.toggle_video)
+        on("video:start-screen-share", model_parser(RoomRef))(self.start_screen_share)
+        on("video:stop-screen-share", model_parser(RoomRef))(self.stop_screen_share)
+        on("video:chat", model_parser(VideoChat))(self.chat)
+        hub.on_disconnect_hooks.append(self.on_disconnect)
+
+    # -- membership -------------------------------------------------------------------------
+
+    async def join(self, conn: Conn, payload: JoinRoom) -> dict[str, Any]:
+        hub = self.hub
+        room_id = hub.limits.room_id(payload.roomId)
+        check_room_claim(conn.identity.rooms, conn.identity.role, room_id)
+        if not await hub.membership.is_member(
+            conn.identity, room_id=room_id, study_id=payload.studyId
+        ):
+            raise Forbidden("not a member of this room")
+        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
+        if current is not None and current != room_id:
+            await self.leave(conn.sid, current)
+        return await self.enter(conn.sid, conn, room_id, payload.studyId)
+
+    async def enter(
+        self,
+        sid: str,
+        conn: Conn | None,
+        room_id: str,
+        study_id: str | None = None,
+        *,
+        participant: Participant | None = None,
+        policy: str | None = None,
+    ) -> dict[str, Any]:
+        """Puts a socket in a room and tells everyone; used by joins and by pairing."""
+        hub = self.hub
+        settings = hub.settings
+        if participant is None:
+            assert conn is not None
+            participant = Participant(
+                socketId=sid, userId=conn.user_id, user=conn.identity.user, node=hub.node_id
+            )
+        async with self.store.edit(VideoRoom, room_id) as slot:
+            room = slot.value or VideoRoom.open(
+                room_id,
+                policy or settings.room_mode,  # type: ignore[arg-type]
+                settings.mesh_max,
+                study_id,
+            )
+            rejoin = sid in room.participants
+            change = room.join(participant, settings.max_participants)
+            slot.value = room
+        await self.store.set_index(SOCKET_ROOM, sid, room_id)
+        ROOM_JOINS.labels("video").inc()
+        others = [p.wire() for p in room.others(sid)]
+        history = await self.store.read_list(CHAT, room_id)
+        await hub.emit(
+            "video:room-state",
+            {
+                "roomId": room_id,
+                "mode": room.mode,
+                "self": sid,
+                "participants": others,
+                "iceServers": settings.ice_servers,
+                "chat": [ChatMessage.model_validate_json(m).wire() for m in history],
+            },
+            to=sid,
+        )
+        other_ids = [p.socketId for p in room.others(sid)]
+        if not rejoin:
+            await hub.emit(
+                "video:user-joined",
+                {
+                    "socketId": sid,
+                    "userId": participant.userId,
+                    "user": participant.user.model_dump(),
+                },
+                to=other_ids,
+            )
+        if change is not None:
+            await self._announce_mode(room, change, other_ids)
+        elif room.mode == "sfu" and not rejoin:
+            await self._media_join(room.id, participant)
+        return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
+
+    async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
+        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
+        if current != payload.roomId:
+            raise NotInRoom("not in this room")
+        await self.leave(conn.sid, current)
+        return {"ok": True}
+
+    async def leave(self, sid: str, room_id: str) -> None:
+        """Takes a socket out of a room; the others get `video:user-left`."""
+        async with self.store.edit(VideoRoom, room_id) as slot:
+            room = slot.value
+            if room is None:
+                participant, change = None, None
+            else:
+                participant, change = room.leave(sid)
+                slot.value = None if room.empty else room
+        await self.store.set_index(SOCKET_ROOM, sid, None)
+        self._media_failures.pop(sid, None)
+        if room is None or participant is None:
+            return
+        remaining = [p.socketId for p in room.participants.values()]
+        await self.hub.emit(
+            "video:user-left", {"socketId": sid, "userId": participant.userId}, to=remaining
+        )
+        media = self.hub.media
+        if room.empty:
+            await self.store.delete_list(CHAT, room_id)
+            if media is not None:
+                await media.close_room(room_id)
+        elif change is not None:
+            await self._announce_mode(room, change, remaining)
+        elif room.mode == "sfu" and media is not None:
+            await media.leave(room_id, sid)
+
+    async def on_disconnect(self, conn: Conn) -> None:
+        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
+        if current is not None:
+            await self.leave(conn.sid, current)
+
+    async def close_room(self, room_id: str, reason: str) -> bool:
+        """Closes a room for everyone (HTTP API); True when it existed."""
+        async with self.store.edit(VideoRoom, room_id) as slot:
+            room = slot.value
+            slot.value = None
+        if room is None:
+            return False
+        sids = list(room.participants)
+        for sid in sids:
+            await self.store.set_index(SOCKET_ROOM, sid, None)
+        await self.store.delete_list(CHAT, room_id)
+        await self.hub.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
+        if self.hub.media is not None:
+            await self.hub.media.close_room(room_id)
+        return True
+
+    async def purge_node(self, node_id: str) -> None:
+        for room in await self.store.load_all(VideoRoom):
+            for participant in list(room.participants.values()):
+                if participant.node == node_id:
+                    await self.leave(participant.socketId, room.id)
+
+    async def room_of(self, conn: Conn, room_id: str) -> str:
+        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
+        if current != room_id:
+            raise NotInRoom("not in this room")
+        return room_id
+
+    # -- topology -----------------------------------------------------------------------------
+
+    async def _announce_mode(self, room: VideoRoom, change: ModeChange, to: list[str]) -> None:
+        MODE_SWITCHES.labels(change.current).inc()
+        log.info("room %s switches %s -> %s", room.id, change.previous, change.current)
+        await self.hub.emit(
+            "video:mode-changed", {"roomId": room.id, "mode": change.current}, to=to
+        )
+        media = self.hub.media
+        if media is None:
+            return
+        if change.current == "mesh":
+            await media.close_room(room.id)
+            return
+        for participant in room.participants.values():
+            await self._media_join(room.id, participant)
+
+    async def _media_join(self, room_id: str, participant: Participant) -> None:
+        """Connects a participant to this node's SFU; the plane then sends it offers."""
+        media = self.hub.media
+        if media is None or participant.node != self.hub.node_id:
+            return
+        sid = participant.socketId
+
+        async def sink(kind: str, payload: dict[str, Any] | None) -> None:
+            if kind == "offer":
+                await self.hub.emit("video:offer", {"from": SFU, "offer": payload}, to=sid)
+            elif kind == "ice-candidate":
+                await self.hub.emit(
+                    "video:ice-candidate", {"from": SFU, "candidate": payload}, to=sid
+                )
+
+        async def on_failed() -> None:
+            # The plane released the connection; offer a fresh one a few times.
+            failures = self._media_failures.get(sid, 0) + 1
+            self._media_failures[sid] = failures
+            (current,) = await self.store.get_index(SOCKET_ROOM, sid)
+            room = await self.store.load(VideoRoom, room_id) if current == room_id else None
+            if room is not None and room.mode == "sfu" and failures <= MAX_MEDIA_RETRIES:
+                self.hub.spawn(self._media_join(room_id, participant), f"sfu-rejoin-{sid}")
+
+        await media.join(room_id, sid, sink, on_failed)
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    async def _target_room(self, conn: Conn, to: str) -> str:
+        mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, to)
+        if mine is None:
+            raise NotInRoom("join a video room first")
+        if to != SFU and theirs != mine:
+            raise NotFound("no such participant in your room")
+        return mine
+
+    async def offer(self, conn: Conn, payload: Offer) -> None:
+        self.hub.limits.sdp(payload.offer)
+        await self._target_room(conn, payload.to)
+        if payload.to == SFU:
+            raise InvalidPayload("the SFU makes the offers; answer them instead")
+        RELAYED.labels("offer").inc()
+        await self.hub.emit(
+            "video:offer", {"from": conn.sid, "offer": payload.offer.model_dump()}, to=payload.to
+        )
+
+    async def answer(self, conn: Conn, payload: Answer) -> None:
+        self.hub.limits.sdp(payload.answer)
+        room_id = await self._target_room(conn, payload.to)
+        if payload.to == SFU:
+            await self._to_media(room_id, conn.sid, "answer", payload.answer.model_dump())
+            return
+        RELAYED.labels("answer").inc()
+        await self.hub.emit(
+            "video:answer", {"from": conn.sid, "answer": payload.answer.model_dump()}, to=payload.to
+        )
+
+    async def ice_candidate(self, conn: Conn, payload: IceCandidate) -> None:
+        room_id = await self._target_room(conn, payload.to)
+        candidate = payload.candidate.wire() if payload.candidate is not None else None
+        if payload.to == SFU:
+            await self._to_media(room_id, conn.sid, "candidate", candidate)
+            return
+        RELAYED.labels("ice-candidate").inc()
+        await self.hub.emit(
+            "video:ice-candidate", {"from": conn.sid, "candidate": candidate}, to=payload.to
+        )
+
+    async def _to_media(
+        self, room_id: str, sid: str, kind: str, data: dict[str, Any] | None
+    ) -> None:
+        media = self.hub.media
+        room = await self.store.load(VideoRoom, room_id)
+        if media is None or room is None or room.mode != "sfu":
+            raise NotFound("this room has no SFU peer")
+        from sfu import MediaError  # the SFU is optional at import time
+
+        try:
+            if kind == "answer":
+                assert data is not None
+                await media.answer(room_id, sid, data)
+            else:
+                await media.candidate(room_id, sid, data)
+        except MediaError as exc:
+            raise InvalidPayload(str(exc)) from None
+
+    # -- media flags and chat ---------------------------------------------------------------------
+
+    async def _set_media(self, conn: Conn, room_id: str, **flags: bool) -> VideoRoom:
+        await self.room_of(conn, room_id)
+        async with self.store.edit(VideoRoom, room_id) as slot:
+            room = slot.value
+            if room is None:
+                raise NotInRoom("not in this room")
+            participant = room.set_media(conn.sid, **flags)
+        await self.hub.emit(
+            "video:media-state-changed",
+            participant.media_state(),
+            to=[p.socketId for p in room.others(conn.sid)],
+        )
+        return room
+
+    async def toggle_audio(self, conn: Conn, payload: ToggleAudio) -> dict[str, Any]:
+        await self._set_media(conn, payload.roomId, is_muted=payload.isMuted)
+        return {"ok": True}
+
+    async def toggle_video(self, conn: Conn, payload: ToggleVideo) -> dict[str, Any]:
+        await self._set_media(conn, payload.roomId, is_video_off=payload.isVideoOff)
+        return {"ok": True}
+
+    async def start_screen_share(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
+        return await self._screen_share(conn, payload.roomId, True)
+
+    async def stop_screen_share(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
+        return await self._screen_share(conn, payload.roomId, False)
+
+    async def _screen_share(self, conn: Conn, room_id: str, sharing: bool) -> dict[str, Any]:
+        room = await self._set_media(conn, room_id, is_sharing_screen=sharing)
+        if room.mode == "sfu" and self.hub.media is not None:
+            await self.hub.media.screen_share(room_id, conn.sid, sharing)
+        return {"ok": True}
+
+    async def chat(self, conn: Conn, payload: VideoChat) -> dict[str, Any]:
+        await self.room_of(conn, payload.roomId)
+        content = self.hub.limits.chat(payload.content)
+        message = ChatMessage(roomId=payload.roomId, content=content, user=conn.identity.user)
+        await self.store.append_capped(
+            CHAT, payload.roomId, message.model_dump_json(), self.hub.settings.chat_history
+        )
+        room = await self.store.load(VideoRoom, payload.roomId)
+        if room is not None:
+            await self.hub.emit("video:chat", message.wire(), to=list(room.participants))
+        return {"ok": True, "id": message.id}

@@ -1,0 +1,182 @@
+"""HTTP routes (PROTOCOL.md section 7): health, metrics, rooms, the backend API, the web client."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import resource
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import ValidationError
+
+from signaling.domain import GuideRoom, VideoRoom, new_id
+from signaling.models import NotificationIn, StudyEventIn
+
+if TYPE_CHECKING:
+    from signaling.app import Application
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+SOCKET_IO_CLIENT = WEB_ROOT / "node_modules" / "socket.io-client" / "dist"
+
+
+def _memory() -> dict[str, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    rss = peak
+    try:
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        pass
+    return {"rss": rss, "maxRss": peak}
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(
+        {"ok": False, "error": {"code": code, "message": message}}, status=status
+    )
+
+
+def setup_routes(app: web.Application, application: Application) -> None:
+    hub = application.hub
+    handlers = application.handlers
+    settings = hub.settings
+
+    async def health(_: web.Request) -> web.Response:
+        redis = "disabled"
+        if hub.store.shared:
+            redis = "ok" if await hub.store.ping() else "error"
+        body = {
+            "status": "ok" if redis != "error" else "degraded",
+            "connections": hub.connection_count,
+            "uptime": hub.uptime(),
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "node": hub.node_id,
+            "auth": settings.auth_mode,
+            "redis": redis,
+        }
+        return web.json_response(body, status=200 if redis != "error" else 503)
+
+    async def list_rooms() -> list[dict[str, Any]]:
+        video = [r.summary() for r in await hub.store.load_all(VideoRoom)]
+        guide = [r.summary() for r in await hub.store.load_all(GuideRoom)]
+        return sorted(video + guide, key=lambda r: (r["createdAt"], r["name"]))
+
+    async def metrics_json(_: web.Request) -> web.Response:
+        rooms = await list_rooms()
+        body: dict[str, Any] = {
+            "connections": hub.connection_count,
+            "rooms": len(rooms),
+            "roomDetails": [
+                {"name": r["name"], "participants": r["userCount"], "mode": r["mode"]}
+                for r in rooms
+            ],
+            "memory": _memory(),
+            "uptime": hub.uptime(),
+        }
+        if hub.media is not None:
+            body["sfu"] = hub.media.stats()
+        return web.json_response(body)
+
+    async def metrics_prometheus(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def rooms(_: web.Request) -> web.Response:
+        return web.json_response({"rooms": await list_rooms()})
+
+    def authorized(request: web.Request) -> web.Response | None:
+        if not settings.api_key:
+            return _error(403, "FORBIDDEN", "the HTTP API is disabled: set API_KEY")
+        header = request.headers.get("Authorization", "")
+        expected = f"Bearer {settings.api_key}"
+        if not hmac.compare_digest(header.encode(), expected.encode()):
+            return _error(401, "FORBIDDEN", "missing or wrong API key")
+        return None
+
+    async def body_of(request: web.Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            return None
+
+    async def notify(request: web.Request) -> web.Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        try:
+            note = NotificationIn.model_validate(await body_of(request))
+        except ValidationError as exc:
+            return _error(400, "INVALID_PAYLOAD", str(exc.errors()[0]["msg"]))
+        payload: dict[str, Any] = {"id": new_id(), "type": note.type, "message": note.message}
+        if note.studyId is not None:
+            payload["studyId"] = note.studyId
+        if note.data is not None:
+            payload["data"] = note.data
+        await hub.sio.emit("notification", payload, to=f"user:{note.userId}")
+        return web.json_response({"ok": True, "id": payload["id"]}, status=202)
+
+    async def study_event(request: web.Request) -> web.Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        study_id = request.match_info["studyId"]
+        if not study_id or len(study_id) > 256:
+            return _error(400, "INVALID_PAYLOAD", "bad study id")
+        try:
+            event = StudyEventIn.model_validate(await body_of(request))
+        except ValidationError as exc:
+            return _error(400, "INVALID_PAYLOAD", str(exc.errors()[0]["msg"]))
+        await hub.sio.emit(event.event, event.data, to=f"study:{study_id}")
+        return web.json_response({"ok": True}, status=202)
+
+    async def close_room(request: web.Request) -> web.Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        room_id = request.match_info["roomId"]
+        closed_video = await handlers.video.close_room(room_id, "closed-by-server")
+        closed_guide = await handlers.guide.close_room(room_id, "closed-by-server")
+        if not (closed_video or closed_guide):
+            return _error(404, "NOT_FOUND", "no such room")
+        return web.json_response({"ok": True, "roomId": room_id})
+
+    async def index(_: web.Request) -> web.StreamResponse:
+        page = WEB_ROOT / "index.html"
+        if not page.exists():
+            return web.Response(
+                text="<!doctype html><title>studycall</title><p>Web client not built.</p>",
+                content_type="text/html",
+            )
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    async def vendor(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = (SOCKET_IO_CLIENT / name).resolve()
+        if path.parent != SOCKET_IO_CLIENT.resolve() or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        relative = request.match_info["path"]
+        path = (WEB_ROOT / relative).resolve()
+        root = WEB_ROOT.resolve()
+        if root not in path.parents or "node_modules" in path.parts or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_json)
+    app.router.add_get("/metrics/prometheus", metrics_prometheus)
+    app.router.add_get("/rooms", rooms)
+    app.router.add_post("/api/notifications", notify)
+    app.router.add_post("/api/studies/{studyId}/events", study_event)
+    app.router.add_delete("/api/rooms/{roomId}", close_room)
+    app.router.add_get("/", index)
+    app.router.add_get("/vendor/{name}", vendor)
+    app.router.add_get("/{path:(?!socket\\.io/).+}", static)
