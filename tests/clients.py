@@ -76,3 +76,11 @@ async def connected(url: str, *user_ids: str, **auth: Any) -> AsyncIterator[list
     finally:
         for client in clients:
             await client.close()
+
+
+async def http_json(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+    """One HTTP request; returns the status and the decoded JSON body."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.request(method, url, **kwargs) as response:
+        return response.status, await response.json(content_type=None)

@@ -43,8 +43,11 @@ async def test_offer_answer_candidate_relay(server: InProcess) -> None:
         assert await alice.next("video:offer") == {"from": bob.sid, "offer": OFFER}
         await alice.emit("video:answer", {"to": bob.sid, "answer": ANSWER})
         assert await bob.next("video:answer") == {"from": alice.sid, "answer": ANSWER}
-        candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0",
-                     "sdpMLineIndex": 0}
+        candidate = {
+            "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+            "sdpMid": "0",
+            "sdpMLineIndex": 0,
+        }
         await alice.emit("video:ice-candidate", {"to": bob.sid, "candidate": candidate})
         assert await bob.next("video:ice-candidate") == {"from": alice.sid, "candidate": candidate}
         await alice.emit("video:ice-candidate", {"to": bob.sid, "candidate": None})
@@ -59,8 +62,11 @@ async def test_relay_refused_outside_room(server: InProcess) -> None:
         # Eve is in another room: refused, and Alice never sees it.
         await eve.emit("video:offer", {"to": alice.sid, "offer": OFFER})
         error = await eve.next("error")
-        assert error == {"code": "NOT_FOUND", "message": "no such participant in your room",
-                         "event": "video:offer"}
+        assert error == {
+            "code": "NOT_FOUND",
+            "message": "no such participant in your room",
+            "event": "video:offer",
+        }
         # Not in any room at all.
         await eve.emit("video:leave-room", {"roomId": "other"})
         await eve.emit("video:answer", {"to": alice.sid, "answer": ANSWER})
@@ -77,7 +83,9 @@ async def test_leave_and_disconnect_emit_user_left(server: InProcess) -> None:
             await c.call("video:join-room", {"roomId": "r"})
         await bob.emit("video:leave-room", {"roomId": "r"})
         assert await alice.next_where("video:user-left", lambda e: e["socketId"] == bob.sid) == {
-            "socketId": bob.sid, "userId": "bob"}
+            "socketId": bob.sid,
+            "userId": "bob",
+        }
         carol_sid = carol.sid
         await carol.close()
         left = await alice.next_where("video:user-left", lambda e: e["socketId"] == carol_sid)
@@ -102,8 +110,13 @@ async def test_media_state_flags(server: InProcess) -> None:
         await alice.call("video:join-room", {"roomId": "r"})
         await bob.call("video:join-room", {"roomId": "r"})
         await bob.emit("video:toggle-audio", {"roomId": "r", "isMuted": True})
-        expected: dict[str, Any] = {"socketId": bob.sid, "userId": "bob", "isMuted": True,
-                                    "isVideoOff": False, "isSharingScreen": False}
+        expected: dict[str, Any] = {
+            "socketId": bob.sid,
+            "userId": "bob",
+            "isMuted": True,
+            "isVideoOff": False,
+            "isSharingScreen": False,
+        }
         assert await alice.next("video:media-state-changed") == expected
         await bob.emit("video:toggle-video", {"roomId": "r", "isVideoOff": True})
         expected["isVideoOff"] = True
@@ -138,8 +151,10 @@ async def test_chat_with_history(server: InProcess) -> None:
             state = await late.next("video:room-state")
             assert [m["content"] for m in state["chat"]] == ["hello"]
         refused = await bob.call("video:chat", {"roomId": "elsewhere", "content": "x"})
-        assert refused == {"ok": False, "error": {"code": "NOT_IN_ROOM",
-                                                  "message": "not in this room"}}
+        assert refused == {
+            "ok": False,
+            "error": {"code": "NOT_IN_ROOM", "message": "not in this room"},
+        }
 
 
 async def test_room_full(server: InProcess) -> None:
