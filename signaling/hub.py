@@ -168,6 +168,7 @@ class Hub:
         self.auth = Authenticator(settings, None)
         self.membership = MembershipChecker(settings.membership_url, None)
         self.conns: dict[str, Conn] = {}
+        self.on_start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.on_connect_hooks: list[Callable[[Conn], Awaitable[None]]] = []
         self.on_disconnect_hooks: list[Callable[[Conn], Awaitable[None]]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -186,6 +187,8 @@ class Hub:
             # The pub/sub listener otherwise starts only with the first client (AIORTC.md).
             manager = self.sio.manager
             manager.initialize()
+        for hook in self.on_start_hooks:
+            await hook()
         if self.settings.auth_mode == "open":
             log.warning(
                 "AUTH IS OPEN: any userId may connect. Set JWT_SECRET or AUTH_VERIFY_URL "
@@ -270,11 +273,13 @@ class Hub:
         """Registers `handler` for `event` behind rate limiting, validation and error mapping."""
 
         def register(handler: Handler[P]) -> Handler[P]:
+            received = metrics.EVENTS.labels(event)
+
             async def dispatch(sid: str, *args: Any) -> Any:
                 conn = self.conns.get(sid)
                 if conn is None:
                     return None
-                metrics.EVENTS.labels(event).inc()
+                received.inc()
                 try:
                     if not conn.bucket.take():
                         raise RateLimited("too many events; slow down")
@@ -317,13 +322,19 @@ class Hub:
         to: str | Iterable[str],
         skip: str | None = None,
     ) -> None:
-        """Emits to one socket or a list of sockets on any node."""
+        """Emits to one socket or a list of sockets on any node.
+
+        Sockets held by this node skip the Redis round trip (`ignore_queue`): with a message
+        queue python-socketio otherwise publishes every emit, even to a local socket.
+        """
         if isinstance(to, str):
-            await self.sio.emit(event, data, to=to)
+            await self.sio.emit(event, data, to=to, ignore_queue=to in self.conns)
             return
         targets = [sid for sid in to if sid != skip]
-        if targets:
-            await self.sio.emit(event, data, to=targets)
+        if not targets:
+            return
+        local = all(sid in self.conns for sid in targets)
+        await self.sio.emit(event, data, to=targets, ignore_queue=local)
 
     @property
     def connection_count(self) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 from signaling.domain import ChatMessage, ModeChange, Participant, VideoRoom, check_room_claim
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
 from signaling.hub import Conn, Hub, model_parser
+from signaling.media import SFU, MediaRouter
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
 from signaling.models import (
     Answer,
@@ -22,17 +23,19 @@ from signaling.models import (
 
 log = logging.getLogger(__name__)
 
+RELAYED_OFFER = RELAYED.labels("video:offer")
+RELAYED_ANSWER = RELAYED.labels("video:answer")
+RELAYED_ICE_CANDIDATE = RELAYED.labels("video:ice-candidate")
+
 SOCKET_ROOM = "video-sock"  # index: socket id -> video room id
 CHAT = "video-chat"
-SFU = "sfu"
-MAX_MEDIA_RETRIES = 3
 
 
 class VideoRooms:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.store = hub.store
-        self._media_failures: dict[str, int] = {}
+        self.media = MediaRouter(hub, self._wants_media)
         on = hub.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
         on("video:leave-room", model_parser(RoomRef))(self.leave_room)
@@ -88,6 +91,8 @@ class VideoRooms:
             )
             rejoin = sid in room.participants
             change = room.join(participant, settings.max_participants)
+            if self.media.available:
+                room.place_media(hub.node_id)
             slot.value = room
         await self.store.set_index(SOCKET_ROOM, sid, room_id)
         ROOM_JOINS.labels("video").inc()
@@ -118,8 +123,8 @@ class VideoRooms:
             )
         if change is not None:
             await self._announce_mode(room, change, other_ids)
-        elif room.mode == "sfu" and not rejoin:
-            await self._media_join(room.id, participant)
+        elif room.mode == "sfu" and not rejoin and room.mediaNode is not None:
+            await self.media.join(room.mediaNode, room.id, sid)
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 
     async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
@@ -133,28 +138,28 @@ class VideoRooms:
         """Takes a socket out of a room; the others get `video:user-left`."""
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
+            media_node = room.mediaNode if room is not None else None
             if room is None:
                 participant, change = None, None
             else:
                 participant, change = room.leave(sid)
+                room.place_media(self.hub.node_id)
                 slot.value = None if room.empty else room
         await self.store.set_index(SOCKET_ROOM, sid, None)
-        self._media_failures.pop(sid, None)
         if room is None or participant is None:
             return
         remaining = [p.socketId for p in room.participants.values()]
         await self.hub.emit(
             "video:user-left", {"socketId": sid, "userId": participant.userId}, to=remaining
         )
-        media = self.hub.media
         if room.empty:
             await self.store.delete_list(CHAT, room_id)
-            if media is not None:
-                await media.close_room(room_id)
+            if media_node is not None:
+                await self.media.close_room(media_node, room_id)
         elif change is not None:
-            await self._announce_mode(room, change, remaining)
-        elif room.mode == "sfu" and media is not None:
-            await media.leave(room_id, sid)
+            await self._announce_mode(room, change, remaining, previous_media=media_node)
+        elif media_node is not None:
+            await self.media.leave(media_node, room_id, sid)
 
     async def on_disconnect(self, conn: Conn) -> None:
         (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
@@ -173,8 +178,8 @@ class VideoRooms:
             await self.store.set_index(SOCKET_ROOM, sid, None)
         await self.store.delete_list(CHAT, room_id)
         await self.hub.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
-        if self.hub.media is not None:
-            await self.hub.media.close_room(room_id)
+        if room.mediaNode is not None:
+            await self.media.close_room(room.mediaNode, room_id)
         return True
 
     async def purge_node(self, node_id: str) -> None:
@@ -182,6 +187,24 @@ class VideoRooms:
             for participant in list(room.participants.values()):
                 if participant.node == node_id:
                     await self.leave(participant.socketId, room.id)
+            if room.mediaNode == node_id:
+                await self._adopt_media(room.id, node_id)
+
+    async def _adopt_media(self, room_id: str, dead_node: str) -> None:
+        """The node carrying an sfu room's media died: this node takes the room over."""
+        if not self.media.available:
+            return
+        async with self.store.edit(VideoRoom, room_id) as slot:
+            room = slot.value
+            moved = room is not None and room.place_media(self.hub.node_id, replacing=dead_node)
+        if room is None or not moved:
+            return
+        log.warning("room %s: media moves from dead node %s to this node", room_id, dead_node)
+        sids = list(room.participants)
+        # Clients drop their dead peer connection and wait for this node's offer.
+        await self.hub.emit("video:mode-changed", {"roomId": room_id, "mode": "sfu"}, to=sids)
+        for sid in sids:
+            await self.media.join(self.hub.node_id, room_id, sid)
 
     async def room_of(self, conn: Conn, room_id: str) -> str:
         (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
@@ -191,46 +214,29 @@ class VideoRooms:
 
     # -- topology -----------------------------------------------------------------------------
 
-    async def _announce_mode(self, room: VideoRoom, change: ModeChange, to: list[str]) -> None:
+    async def _announce_mode(
+        self,
+        room: VideoRoom,
+        change: ModeChange,
+        to: list[str],
+        previous_media: str | None = None,
+    ) -> None:
         MODE_SWITCHES.labels(change.current).inc()
         log.info("room %s switches %s -> %s", room.id, change.previous, change.current)
         await self.hub.emit(
             "video:mode-changed", {"roomId": room.id, "mode": change.current}, to=to
         )
-        media = self.hub.media
-        if media is None:
-            return
         if change.current == "mesh":
-            await media.close_room(room.id)
-            return
-        for participant in room.participants.values():
-            await self._media_join(room.id, participant)
+            if previous_media is not None:
+                await self.media.close_room(previous_media, room.id)
+        elif room.mediaNode is not None:
+            for sid in room.participants:
+                await self.media.join(room.mediaNode, room.id, sid)
 
-    async def _media_join(self, room_id: str, participant: Participant) -> None:
-        """Connects a participant to this node's SFU; the plane then sends it offers."""
-        media = self.hub.media
-        if media is None or participant.node != self.hub.node_id:
-            return
-        sid = participant.socketId
-
-        async def sink(kind: str, payload: dict[str, Any] | None) -> None:
-            if kind == "offer":
-                await self.hub.emit("video:offer", {"from": SFU, "offer": payload}, to=sid)
-            elif kind == "ice-candidate":
-                await self.hub.emit(
-                    "video:ice-candidate", {"from": SFU, "candidate": payload}, to=sid
-                )
-
-        async def on_failed() -> None:
-            # The plane released the connection; offer a fresh one a few times.
-            failures = self._media_failures.get(sid, 0) + 1
-            self._media_failures[sid] = failures
-            (current,) = await self.store.get_index(SOCKET_ROOM, sid)
-            room = await self.store.load(VideoRoom, room_id) if current == room_id else None
-            if room is not None and room.mode == "sfu" and failures <= MAX_MEDIA_RETRIES:
-                self.hub.spawn(self._media_join(room_id, participant), f"sfu-rejoin-{sid}")
-
-        await media.join(room_id, sid, sink, on_failed)
+    async def _wants_media(self, room_id: str, sid: str) -> bool:
+        (current,) = await self.store.get_index(SOCKET_ROOM, sid)
+        room = await self.store.load(VideoRoom, room_id) if current == room_id else None
+        return room is not None and room.mode == "sfu" and room.mediaNode == self.hub.node_id
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -247,7 +253,7 @@ class VideoRooms:
         await self._target_room(conn, payload.to)
         if payload.to == SFU:
             raise InvalidPayload("the SFU makes the offers; answer them instead")
-        RELAYED.labels("offer").inc()
+        RELAYED_OFFER.inc()
         await self.hub.emit(
             "video:offer", {"from": conn.sid, "offer": payload.offer.model_dump()}, to=payload.to
         )
@@ -258,7 +264,7 @@ class VideoRooms:
         if payload.to == SFU:
             await self._to_media(room_id, conn.sid, "answer", payload.answer.model_dump())
             return
-        RELAYED.labels("answer").inc()
+        RELAYED_ANSWER.inc()
         await self.hub.emit(
             "video:answer", {"from": conn.sid, "answer": payload.answer.model_dump()}, to=payload.to
         )
@@ -269,7 +275,7 @@ class VideoRooms:
         if payload.to == SFU:
             await self._to_media(room_id, conn.sid, "candidate", candidate)
             return
-        RELAYED.labels("ice-candidate").inc()
+        RELAYED_ICE_CANDIDATE.inc()
         await self.hub.emit(
             "video:ice-candidate", {"from": conn.sid, "candidate": candidate}, to=payload.to
         )
@@ -277,20 +283,14 @@ class VideoRooms:
     async def _to_media(
         self, room_id: str, sid: str, kind: str, data: dict[str, Any] | None
     ) -> None:
-        media = self.hub.media
         room = await self.store.load(VideoRoom, room_id)
-        if media is None or room is None or room.mode != "sfu":
+        if room is None or room.mode != "sfu" or room.mediaNode is None:
             raise NotFound("this room has no SFU peer")
-        from sfu import MediaError  # the SFU is optional at import time
-
-        try:
-            if kind == "answer":
-                assert data is not None
-                await media.answer(room_id, sid, data)
-            else:
-                await media.candidate(room_id, sid, data)
-        except MediaError as exc:
-            raise InvalidPayload(str(exc)) from None
+        if kind == "answer":
+            assert data is not None
+            await self.media.answer(room.mediaNode, room_id, sid, data)
+        else:
+            await self.media.candidate(room.mediaNode, room_id, sid, data)
 
     # -- media flags and chat ---------------------------------------------------------------------
 
@@ -324,8 +324,8 @@ class VideoRooms:
 
     async def _screen_share(self, conn: Conn, room_id: str, sharing: bool) -> dict[str, Any]:
         room = await self._set_media(conn, room_id, is_sharing_screen=sharing)
-        if room.mode == "sfu" and self.hub.media is not None:
-            await self.hub.media.screen_share(room_id, conn.sid, sharing)
+        if room.mode == "sfu" and room.mediaNode is not None:
+            await self.media.screen_share(room.mediaNode, room_id, conn.sid, sharing)
         return {"ok": True}
 
     async def chat(self, conn: Conn, payload: VideoChat) -> dict[str, Any]:

@@ -7,6 +7,7 @@ so two joins racing on two nodes see each other. Handlers never hold two locks a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -85,3 +86,11 @@ class Store(ABC):
 
     @abstractmethod
     async def ping(self) -> bool: ...
+
+    @abstractmethod
+    async def publish(self, channel: str, message: str) -> None:
+        """Delivers `message` to the subscribers of `channel` on every node."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str, handler: Callable[[str], Awaitable[None]]) -> None:
+        """Calls `handler` for each message published on `channel` until `close()`."""

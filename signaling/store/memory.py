@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ class MemoryStore(Store):
         self._lists: dict[tuple[str, str], deque[str]] = {}
         self._indexes: dict[str, dict[str, str]] = defaultdict(dict)
         self._claims: dict[str, float] = {}
+        self._subscribers: dict[str, list[Callable[[str], Awaitable[None]]]] = defaultdict(list)
 
     @asynccontextmanager
     async def edit(self, model: type[R], key: str) -> AsyncIterator[Slot[R]]:
@@ -97,6 +98,16 @@ class MemoryStore(Store):
 
     async def ping(self) -> bool:
         return True
+
+    async def publish(self, channel: str, message: str) -> None:
+        for handler in list(self._subscribers.get(channel, ())):
+            await handler(message)
+
+    async def subscribe(self, channel: str, handler: Callable[[str], Awaitable[None]]) -> None:
+        self._subscribers[channel].append(handler)
+
+    async def close(self) -> None:
+        self._subscribers.clear()
 
     def debug_counts(self) -> dict[str, Any]:
         return {"records": len(self._records), "locks": len(self._locks), "lists": len(self._lists)}
