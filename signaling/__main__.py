@@ -67,12 +67,19 @@ async def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = Settings(**parse_args(argv))
     logs.configure(settings.log_level, settings.log_format)
+    from signaling.store.redis import StoreUnavailable
+
     try:
         import uvloop
 
-        uvloop.run(serve(settings))
+        uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; Windows lacks it
+        pass
+    try:
         asyncio.run(serve(settings))
+    except StoreUnavailable as exc:
+        print(f"signaling: {exc}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(0)
 
 

@@ -50,6 +50,9 @@ class Application:
     async def _on_startup(self, _: web.Application) -> None:
         await self.hub.start()
         if self.hub.store.shared:
+            # A node restarted under the same NODE_ID before its heartbeat expired would
+            # otherwise never be seen dead, and its old participants would stay as ghosts.
+            await self.handlers.purge_node(self.hub.store.node_id)
             await self.hub.store.heartbeat(self.settings.node_ttl_s)
             self.hub.spawn(self._liveness(), "node-liveness")
 

@@ -173,6 +173,9 @@ class Hub:
         self.on_disconnect_hooks: list[Callable[[Conn], Awaitable[None]]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._cleanups = 0
+        self._cleanups_done = asyncio.Event()
+        self._cleanups_done.set()
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 
@@ -187,6 +190,9 @@ class Hub:
             # The pub/sub listener otherwise starts only with the first client (AIORTC.md).
             manager = self.sio.manager
             manager.initialize()
+            # Or python-socketio initialises it again on the first connection: a second
+            # pub/sub listener, and every cross-node emit delivered twice.
+            self.sio.manager_initialized = True
         for hook in self.on_start_hooks:
             await hook()
         if self.settings.auth_mode == "open":
@@ -202,6 +208,9 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self.sio.emit("server:shutdown", {"reconnect": True}, to=conn.sid)
             await self._cleanup(conn)
+        # Disconnects that began before the shutdown must finish before the store closes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cleanups_done.wait(), 10)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -255,11 +264,18 @@ class Hub:
         if self.conns.pop(conn.sid, None) is None:
             return
         metrics.CONNECTIONS.dec()
-        for hook in self.on_disconnect_hooks:
-            try:
-                await hook(conn)
-            except Exception:
-                log.exception("disconnect cleanup failed for %s", conn.sid)
+        self._cleanups += 1
+        self._cleanups_done.clear()
+        try:
+            for hook in self.on_disconnect_hooks:
+                try:
+                    await hook(conn)
+                except Exception:
+                    log.exception("disconnect cleanup failed for %s", conn.sid)
+        finally:
+            self._cleanups -= 1
+            if self._cleanups == 0:
+                self._cleanups_done.set()
 
     # -- events ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,6 +12,8 @@ from typing import Any
 
 from signaling.domain import Record
 from signaling.store.base import R, Slot, Store
+
+log = logging.getLogger(__name__)
 
 
 class MemoryStore(Store):
@@ -101,7 +104,11 @@ class MemoryStore(Store):
 
     async def publish(self, channel: str, message: str) -> None:
         for handler in list(self._subscribers.get(channel, ())):
-            await handler(message)
+            try:
+                await handler(message)
+            except Exception:
+                # As with Redis: a subscriber's failure is its own, never the publisher's.
+                log.exception("subscriber of %s failed", channel)
 
     async def subscribe(self, channel: str, handler: Callable[[str], Awaitable[None]]) -> None:
         self._subscribers[channel].append(handler)

@@ -9,6 +9,7 @@ Key layout (all under `prefix`, default `studycall`)::
     {prefix}:index:{name}          hash field -> value (socket -> room, read on the relay path)
     {prefix}:node:{id}:alive       node heartbeat (PX ttl); {prefix}:nodes is the set of known ids
     {prefix}:claim:{name}          SET NX PX: one caller wins until the ttl passes
+    {prefix}:chan:{channel}        pub/sub channel (node-to-node commands)
 
 The keys set, locks, lists and indexes live in their own name spaces so that no client-chosen
 room id (`keys`, `x:lock`, ...) can collide with a store key of another type.
@@ -17,15 +18,17 @@ room id (`keys`, `x:lock`, ...) can collide with a store key of another type.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.lock import Lock
 from redis.commands.core import AsyncScript
 from redis.exceptions import LockError, RedisError
@@ -67,7 +70,10 @@ class StoreUnavailable(RuntimeError):
 
 
 class StoreBusy(SignalingError):
-    """A record stayed locked by another node (or this edit lost its lock): try again."""
+    """A record stayed locked by another node (or this edit lost its lock): try again.
+
+    The message goes to the client as is, so it names no keys; the details are logged.
+    """
 
     code = ErrorCode.INTERNAL
 
@@ -96,6 +102,10 @@ class RedisStore(Store):
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._local_users: dict[str, int] = defaultdict(int)
         self._commit: AsyncScript | None = None
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._handlers: dict[str, list[Callable[[str], Awaitable[None]]]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
 
     # -- connection -------------------------------------------------------------------------
 
@@ -106,7 +116,7 @@ class RedisStore(Store):
     @property
     def redis(self) -> aioredis.Redis:
         if self._client is None:
-            raise RuntimeError("RedisStore used before start()")
+            raise RuntimeError("RedisStore is not connected: start() not called, or closed")
         return self._client
 
     async def start(self) -> None:
@@ -123,6 +133,16 @@ class RedisStore(Store):
         log.info("redis store connected", extra={"redis": redact_url(self.url)})
 
     async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        self._handlers.clear()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -183,9 +203,8 @@ class RedisStore(Store):
                     args=[token, key, "1" if delete else "0", body],
                 )
                 if not committed:
-                    raise StoreBusy(
-                        f"edit of {model.kind} {key!r} outlived its lock; nothing was saved"
-                    )
+                    log.warning("edit of %s outlived its lock; nothing was saved", lock_key)
+                    raise StoreBusy("the room was busy and nothing was changed; try again")
         finally:
             self._local_users[lock_key] -= 1
             if self._local_users[lock_key] == 0:
@@ -205,7 +224,8 @@ class RedisStore(Store):
         )
         token = uuid.uuid4().hex
         if not await lock.acquire(token=token):
-            raise StoreBusy(f"{lock_key} still locked after {LOCK_WAIT_S:.0f} s")
+            log.warning("%s still locked by another node after %.1f s", lock_key, LOCK_WAIT_S)
+            raise StoreBusy("the room is busy; try again")
         committed = False
         try:
             yield token
@@ -233,7 +253,12 @@ class RedisStore(Store):
     # -- bounded lists ----------------------------------------------------------------------
 
     async def append_capped(self, name: str, key: str, item: str, cap: int) -> None:
+        if cap < 0:
+            raise ValueError("cap must be >= 0")
         list_key = self._list_key(name, key)
+        if cap == 0:  # LTRIM -0 -1 would keep everything
+            await self.redis.delete(list_key)
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(list_key, item)
             pipe.ltrim(list_key, -cap, -1)
@@ -287,6 +312,56 @@ class RedisStore(Store):
             f"{self.prefix}:claim:{name}", self.node_id, nx=True, px=max(1, int(ttl_s * 1000))
         )
         return bool(won)
+
+    # -- pub/sub ----------------------------------------------------------------------------
+
+    def _channel_key(self, channel: str) -> str:
+        return f"{self.prefix}:chan:{channel}"
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.redis.publish(self._channel_key(channel), message)
+
+    async def subscribe(self, channel: str, handler: Callable[[str], Awaitable[None]]) -> None:
+        """Returns once Redis confirmed the subscription: later publishes are delivered."""
+        key = self._channel_key(channel)
+        handlers = self._handlers.setdefault(key, [])
+        handlers.append(handler)
+        if len(handlers) > 1:
+            return
+        if self._pubsub is None:
+            self._pubsub = self.redis.pubsub()
+        confirmed = self._confirmed[key] = asyncio.Event()
+        await self._pubsub.subscribe(key)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-pubsub")
+        async with asyncio.timeout(LOCK_WAIT_S):
+            await confirmed.wait()
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """One reader per node: handlers run one at a time, in publish order."""
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                # redis-py reconnects and re-subscribes on the next read.
+                log.warning("redis pub/sub connection lost (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if message is None:
+                continue
+            key = message["channel"]
+            if message["type"] == "subscribe":
+                event = self._confirmed.pop(key, None)
+                if event is not None:
+                    event.set()
+            elif message["type"] == "message":
+                for handler in list(self._handlers.get(key, ())):
+                    try:
+                        await handler(message["data"])
+                    except Exception:
+                        log.exception("pub/sub handler for %s failed", key)
 
 
 __all__ = ["RedisStore", "StoreBusy", "StoreUnavailable", "redact_url"]
