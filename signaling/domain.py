@@ -73,7 +73,12 @@ class ChatMessage(BaseModel):
     createdAt: str = Field(default_factory=now_iso)
 
     def wire(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        """Optional fields are left out when unset; `user` keeps its `avatar: null`."""
+        data = self.model_dump()
+        for optional in ("roomId", "studyId", "fileId"):
+            if data[optional] is None:
+                del data[optional]
+        return data
 
 
 class ModeChange(BaseModel):

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
-import orjson
 import socketio
 from pydantic import BaseModel, ValidationError
 
-from signaling import metrics
+from signaling import metrics, transport
 from signaling.auth import Authenticator, AuthError, Identity, MembershipChecker
 from signaling.config import Settings
 from signaling.errors import (
@@ -48,19 +47,25 @@ AckError = Callable[[SignalingError], Any]
 ACK_REQUESTED: ContextVar[bool] = ContextVar("ack_requested", default=False)
 
 
-class _OrjsonPackets:
-    """socket.io packet JSON through orjson: faster, and the same wire text."""
-
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
-
-    @staticmethod
-    def loads(text: str | bytes, **_: Any) -> Any:
-        return orjson.loads(text)
-
-
 class _AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        fast = transport.fast_event(data)
+        if fast is not None and eio_sid not in self._binary_packet:
+            event, args = fast
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            handler = self.handlers.get("/", {}).get(event)
+            if sid is not None and handler is not None and self.manager.is_connected(sid, "/"):
+                await handler(sid, *args)
+                return
+        # Handlers never raise (the dispatcher maps every error), so what escapes here is a
+        # packet python-socketio could not decode: a broken client. Close it, quietly: the
+        # default would log a traceback per packet, a log flood anyone could trigger.
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, RecursionError, KeyError, IndexError):
+            log.info("closing a connection that sent an undecodable packet")
+            await self.eio.disconnect(eio_sid)
+
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
     ) -> None:
@@ -150,11 +155,13 @@ class Hub:
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             async_handlers=False,  # keeps each socket's events in order (offer before candidates)
-            json=_OrjsonPackets,
+            json=transport.JsonPackets,
+            serializer=transport.JsonOnlyPacket,
             http_compression=False,
             logger=False,
             engineio_logger=False,
         )
+        transport.install(self.sio)
         if store is None:
             if settings.redis_url:
                 from signaling.store.redis import RedisStore
@@ -211,6 +218,17 @@ class Hub:
         # Disconnects that began before the shutdown must finish before the store closes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._cleanups_done.wait(), 10)
+        # Close every transport (websocket and long-poll alike) so the web server stops at
+        # once; socket.io clients see a transport close and reconnect by themselves.
+        # (`wait=False`: a long-polling client that stopped polling never collects its CLOSE.)
+        for eio_socket in list(self.sio.eio.sockets.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(eio_socket.close(wait=False), 2)
+                # The end-of-queue mark makes a websocket's writer send the CLOSE and close
+                # the connection, instead of waiting for the client to hang up.
+                eio_socket.queue.put_nowait(None)
+        self.sio.eio.sockets.clear()
+        await self.sio.shutdown()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -344,7 +362,12 @@ class Hub:
         queue python-socketio otherwise publishes every emit, even to a local socket.
         """
         if isinstance(to, str):
-            await self.sio.emit(event, data, to=to, ignore_queue=to in self.conns)
+            if to in self.conns:
+                eio_sid = self.sio.manager.eio_sid_from_sid(to, "/")
+                if eio_sid is not None:
+                    await self.sio.eio.send(eio_sid, transport.encode_event(event, data))
+                    return
+            await self.sio.emit(event, data, to=to)
             return
         targets = [sid for sid in to if sid != skip]
         if not targets:

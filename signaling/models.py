@@ -150,7 +150,7 @@ class Limits:
             raise TooLarge(f"SDP is longer than {self.sdp_chars} characters")
         return description
 
-    def guide_description(self, description: dict[str, Any], encoded_len: int) -> None:
+    def guide_description(self, encoded_len: int) -> None:
         if encoded_len > self.sdp_chars:
             raise TooLarge(f"description is larger than {self.sdp_chars} characters")
 

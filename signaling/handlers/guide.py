@@ -130,8 +130,12 @@ class GuideRooms:
                     await self.leave(member.socketId, room.id)
 
     async def _relay(self, conn: Conn, event: str, target: str, key: str, value: Any) -> None:
-        if key != "candidate":
-            self.hub.limits.guide_description(value, len(orjson.dumps(value)))
+        try:
+            encoded = orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError):
+            # Binary attachments or nesting deeper than JSON encoders go: not a description.
+            raise InvalidPayload(f"{key} is not plain JSON") from None
+        self.hub.limits.guide_description(len(encoded))
         mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, target)
         if mine is None:
             raise NotInRoom("join a room first")

@@ -13,7 +13,7 @@ QUEUE = "queue"
 
 
 def empty(value: object) -> Empty:
-    return Empty.model_validate(value or {})
+    return Empty.model_validate({} if value is None else value)
 
 
 class Pairing:

@@ -128,10 +128,8 @@ class VideoRooms:
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 
     async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current != payload.roomId:
-            raise NotInRoom("not in this room")
-        await self.leave(conn.sid, current)
+        room_id = await self.room_of(conn, payload.roomId)
+        await self.leave(conn.sid, room_id)
         return {"ok": True}
 
     async def leave(self, sid: str, room_id: str) -> None:
@@ -207,6 +205,8 @@ class VideoRooms:
             await self.media.join(self.hub.node_id, room_id, sid)
 
     async def room_of(self, conn: Conn, room_id: str) -> str:
+        """The room id, once it is valid and the socket is in that room."""
+        self.hub.limits.room_id(room_id)
         (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
         if current != room_id:
             raise NotInRoom("not in this room")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.clients import connected, http_json
 from tests.server import InProcess, inprocess_server
 
@@ -122,3 +124,14 @@ async def test_cors_follows_allowed_origins() -> None:
             server.url + "/socket.io/?EIO=4&transport=polling", headers=ok
         ) as response:
             assert response.headers["Access-Control-Allow-Origin"] == "http://app.example"
+
+
+async def test_sigterm_tells_clients_and_exits_promptly() -> None:
+    """Graceful shutdown: clients hear `server:shutdown`, the process exits 0 within seconds."""
+    from tests.server import running_server
+
+    async with running_server(ROOM_MODE="mesh") as node, connected(node.url, "a") as (a,):
+        await a.call("video:join-room", {"roomId": "r"})
+        node.process.terminate()
+        assert await a.next("server:shutdown") == {"reconnect": True}
+        assert await asyncio.wait_for(node.process.wait(), 5) == 0
