@@ -1,0 +1,1 @@
+"""Benchmarks, each a `python -m benchmarks.<name>` with `--help`: timings live here."""

@@ -1,0 +1,153 @@
+"""Chromium (fake camera) and an aiortc peer through the SFU: the browser contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from benchmarks._media import Clip
+from sfu import MediaPlane
+
+from .conftest import DecodeCounter, PeerClient
+
+pytestmark = pytest.mark.browser
+
+ROOM = "browser"
+CHROMIUM_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE = """<!doctype html><script>
+window.cands = []; window.tracks = [];
+window.pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+pc.onicecandidate = (e) => cands.push(e.candidate ? e.candidate.toJSON() : null);
+pc.ontrack = (e) => tracks.push({kind: e.track.kind, stream: e.streams[0] && e.streams[0].id});
+window.answer = async (sdp) => {
+  if (!window.added) {  // tracks added before applying the first offer
+    window.added = true;
+    const s = await navigator.mediaDevices.getUserMedia(
+      {audio: true, video: {width: 320, height: 240, frameRate: 15}});
+    for (const t of s.getTracks()) pc.addTrack(t, s);
+  }
+  await pc.setRemoteDescription({type: "offer", sdp});
+  await pc.setLocalDescription(await pc.createAnswer());
+  return pc.localDescription.sdp;
+};
+window.inactive = () =>
+  pc.getTransceivers().filter((t) => t.currentDirection === "inactive").length;
+window.decoded = async () => {
+  let n = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") n += r.framesDecoded || 0;
+  });
+  return n;
+};
+</script>"""
+
+
+@contextlib.asynccontextmanager
+async def _page_server() -> AsyncIterator[str]:
+    app = web.Application()
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+async def test_chromium_publishes_on_recvonly_mlines_and_receives_by_stream_id(
+    plane: MediaPlane, vp8_clip: Clip, opus_clip: Clip, decode_counter: DecodeCounter
+) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    offers: asyncio.Queue[str] = asyncio.Queue()
+
+    async def sink(kind: str, payload: dict[str, Any] | None) -> None:
+        if kind == "offer" and payload is not None:
+            offers.put_nowait(payload["sdp"])
+
+    async with _page_server() as url, playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(url)
+
+        async def signal() -> None:
+            """Plays signaling for the page: offers in, answer and candidates out."""
+            while True:
+                try:
+                    sdp = await asyncio.wait_for(offers.get(), 0.05)
+                    answer = await page.evaluate("(sdp) => window.answer(sdp)", sdp)
+                    await plane.answer(ROOM, "alice", {"type": "answer", "sdp": answer})
+                except TimeoutError:
+                    pass
+                for cand in await page.evaluate("() => window.cands.splice(0)"):
+                    await plane.candidate(ROOM, "alice", cand)
+
+        bob = PeerClient(plane, ROOM, "bob", vp8_clip, opus_clip, mode="fill")
+        signaling = asyncio.create_task(signal())
+        try:
+            await plane.join(ROOM, "alice", sink)
+            await bob.join()
+            # Chromium's camera reaches bob, from a keyframe, under alice's id
+            await bob.wait_frames("video", ["alice"], n=10)
+            await bob.wait_frames("audio", ["alice"], n=10)
+            assert bob.frames_by_stream("video")["alice"][0][0] is True
+            # bob's replayed VP8 is decoded by Chromium, and its stream id is "bob"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while await page.evaluate("() => window.decoded()") < 10:
+                assert loop.time() < deadline, "Chromium decoded no frames from bob"
+                await asyncio.sleep(0.1)
+            tracks = await page.evaluate("() => window.tracks")
+            assert {"kind": "video", "stream": "bob"} in tracks
+            assert {"kind": "audio", "stream": "bob"} in tracks
+            assert bob.errors == []
+
+            # bob leaves: his m-lines go inactive in Chromium; carol then reuses them and
+            # Chromium fires a new track event with carol's stream id
+            mlines = await page.evaluate("() => pc.getTransceivers().length")
+            await plane.leave(ROOM, "bob")
+            await bob.close()
+            deadline = loop.time() + 10
+            while await page.evaluate("() => window.inactive()") < 2:
+                assert loop.time() < deadline, "bob's m-lines never became inactive"
+                await asyncio.sleep(0.05)
+            before = await page.evaluate("() => window.decoded()")
+            carol = PeerClient(plane, ROOM, "carol", vp8_clip, opus_clip, mode="fill")
+            await carol.join()
+            await carol.wait_frames("video", ["alice"], n=5)
+            deadline = loop.time() + 15
+            while await page.evaluate("() => window.decoded()") < before + 10:
+                assert loop.time() < deadline, "Chromium decoded no frames from carol"
+                await asyncio.sleep(0.1)
+            tracks = await page.evaluate("() => window.tracks")
+            assert {"kind": "video", "stream": "carol"} in tracks
+            assert await page.evaluate("() => pc.getTransceivers().length") == mlines
+            await carol.close()
+            # the server never decoded anything
+            assert decode_counter.calls == 0 and decode_counter.decoder_workers == 0
+        finally:
+            signaling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await signaling
+            await bob.close()
+            await browser.close()
