@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiortc.codecs.opus
+import aiortc.codecs.vpx
 import pytest
 
+from benchmarks._media import Clip, encode_opus_clip, encode_vp8_clip
 from tests.server import InProcess, inprocess_server
+from tests.sfu.peers import DecodeCounter
 
 
 @pytest.fixture
@@ -12,3 +17,28 @@ async def server() -> AsyncIterator[InProcess]:
     """An in-process mesh-mode node with open auth and an API key."""
     async with inprocess_server(room_mode="mesh", api_key="test-key") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def vp8_clip() -> Clip:
+    return encode_vp8_clip(width=160, height=120, fps=30, seconds=2.0)
+
+
+@pytest.fixture(scope="session")
+def opus_clip() -> Clip:
+    return encode_opus_clip(seconds=1.0)
+
+
+@pytest.fixture
+def decode_counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecodeCounter]:
+    """Counts every decode in this process (server and test peers never decode)."""
+    counter = DecodeCounter()
+    for cls in (aiortc.codecs.vpx.Vp8Decoder, aiortc.codecs.opus.OpusDecoder):
+        original = cls.decode
+
+        def counting(self: Any, frame: Any, _orig: Any = original) -> Any:
+            counter.calls += 1
+            return _orig(self, frame)
+
+        monkeypatch.setattr(cls, "decode", counting)
+    yield counter

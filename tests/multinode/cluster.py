@@ -15,14 +15,14 @@ from tests.server import ServerProcess, running_server
 
 
 def node(
-    redis_url: str, prefix: str, name: str, ttl_s: float = 1.5
+    redis_url: str, prefix: str, name: str, ttl_s: float = 1.5, mode: str = "mesh"
 ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
-    """Node `{prefix}-{name}` in mesh mode, sharing state under the key prefix `prefix`."""
+    """Node `{prefix}-{name}` (mesh by default), sharing state under the key prefix `prefix`."""
     return running_server(
         REDIS_URL=redis_url,
         REDIS_PREFIX=prefix,
         NODE_ID=f"{prefix}-{name}",
-        ROOM_MODE="mesh",
+        ROOM_MODE=mode,
         # Short liveness timers so a dead node is noticed quickly (defaults 2 s / 6 s).
         NODE_HEARTBEAT_S="0.5",
         NODE_TTL_S=str(ttl_s),
@@ -31,10 +31,13 @@ def node(
 
 @contextlib.asynccontextmanager
 async def two_nodes(
-    redis_url: str, prefix: str, ttl_s: float = 1.5
+    redis_url: str, prefix: str, ttl_s: float = 1.5, mode: str = "mesh"
 ) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes `{prefix}-a` and `{prefix}-b` on one Redis."""
-    async with node(redis_url, prefix, "a", ttl_s) as a, node(redis_url, prefix, "b", ttl_s) as b:
+    async with (
+        node(redis_url, prefix, "a", ttl_s, mode) as a,
+        node(redis_url, prefix, "b", ttl_s, mode) as b,
+    ):
         yield a, b
 
 

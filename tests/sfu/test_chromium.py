@@ -13,7 +13,7 @@ from aiohttp import web
 from benchmarks._media import Clip
 from sfu import MediaPlane
 
-from .conftest import DecodeCounter, PeerClient
+from .peers import DecodeCounter, PeerClient
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ from typing import Any
 from benchmarks._media import Clip
 from sfu import MediaPlane
 
-from .conftest import PeerClient, poll_until, settle_tasks, until
+from .peers import PeerClient, poll_until, settle_tasks, until
 
 ROOM = "churn"
 

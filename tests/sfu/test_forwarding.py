@@ -13,7 +13,7 @@ from benchmarks._media import Clip, encode_h264_clip
 from sfu import MediaConfig, MediaError, MediaPlane
 from sfu._aiortc_patch import COUNTERS
 
-from .conftest import DecodeCounter, PeerClient, settle_tasks, until
+from .peers import DecodeCounter, PeerClient, settle_tasks, until
 
 ROOM = "room-1"
 
