@@ -18,6 +18,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import candidate_from_sdp
 
 from . import metrics
@@ -424,7 +425,8 @@ class MediaPlane:
         if room is None or p.closed:
             return []
         changed: list[_Participant] = []
-        others = [o for o in room.participants.values() if o is not p]
+        # A participant whose connection is closing is on its way out: it gets no new m-lines.
+        others = [o for o in room.participants.values() if o is not p and not o.closed]
         for source, transceiver in p.own.items():
             if p.sources.get(_key(source)) is not source:
                 continue  # a stopped screen share
@@ -432,7 +434,12 @@ class MediaPlane:
             if sending and source not in p.live:
                 p.live.add(source)
                 for other in others:
-                    self._subscribe(other, source)
+                    try:
+                        self._subscribe(other, source)
+                    except InvalidStateError:
+                        # Its connection closed under us (ICE/DTLS failure in flight): the
+                        # failure path releases it; the publisher must not fail with it.
+                        logger.info("sfu: %s closed while subscribing it", other.id)
             elif not sending and source in p.live:
                 p.live.discard(source)
                 for other in others:

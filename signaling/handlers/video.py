@@ -123,7 +123,8 @@ class VideoRooms:
             )
         if change is not None:
             await self._announce_mode(room, change, other_ids)
-        elif room.mode == "sfu" and not rejoin and room.mediaNode is not None:
+        elif room.mode == "sfu" and room.mediaNode is not None:
+            # A rejoin gets a fresh connection too: the client rebuilt its own on room-state.
             await self.media.join(room.mediaNode, room.id, sid)
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 

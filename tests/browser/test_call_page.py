@@ -189,6 +189,23 @@ async def test_three_people_in_an_sfu_room_see_each_other(people: Pages) -> None
             others = {p["socketId"] for p in state["participants"]}
             assert set(state["remoteStreams"]) == others
 
+        # Joining the same room again (a retried join) gets a fresh connection from the SFU.
+        room = (await pages[0].state())["roomId"]
+        await pages[0].page.evaluate(
+            """room => {
+                window.__sfuOffers = 0;
+                window.__call.socket.on('video:offer', (m) => {
+                    if (m.from === 'sfu') window.__sfuOffers += 1;
+                });
+                window.__call.socket.emit('video:join-room', { roomId: room });
+            }""",
+            room,
+        )
+        await pages[0].wait(
+            "() => window.__sfuOffers > 0 && window.__call.state.peers.sfu === 'connected'"
+        )
+        await asyncio.gather(*(p.remote_videos_playing(2) for p in pages))
+
         # A screen share is an extra stream `<socketId>:screen` from the server.
         mina_id = (await pages[0].state())["selfId"]
         await pages[0].page.click("#btn-screen")

@@ -12,6 +12,16 @@ import { SerialQueue } from './util.js';
 const SCREEN_BITRATE = 1_200_000;
 
 /**
+ * The DTLS fingerprint of an SDP: a new one means a new server-side connection.
+ * @param {string | undefined} sdp
+ * @returns {string | null}
+ */
+export function fingerprintOf(sdp) {
+  const match = sdp ? /\r?\na=fingerprint:(\S+ \S+)/.exec(sdp) : null;
+  return match ? match[1].toLowerCase() : null;
+}
+
+/**
  * Direction the server wrote for each mid of an SDP.
  * @param {string} sdp
  * @returns {Map<string, string>}
@@ -35,6 +45,10 @@ export class SfuTransport {
   queue = new SerialQueue();
   /** @type {{ audio: RTCRtpTransceiver | null, video: RTCRtpTransceiver | null, screen: RTCRtpTransceiver | null }} */
   publish = { audio: null, video: null, screen: null };
+  /** Remote tracks handed to the sink, so a replaced connection can take them back. @type {Set<string>} */
+  delivered = new Set();
+  /** The server's DTLS fingerprint, as it wrote it in its last offer. @type {string | null} */
+  serverFingerprint = null;
 
   /**
    * @param {{ selfId: string, iceServers: RTCIceServer[], local: LocalTracks, signal: Signal, sink: TrackSink, changed: () => void }} opts
@@ -61,6 +75,7 @@ export class SfuTransport {
       const kind = /** @type {'audio' | 'video'} */ (ev.track.kind);
       const track = ev.track;
       sink(owner, slot, kind, track);
+      this.delivered.add(JSON.stringify([owner, slot, kind]));
       const stream = ev.streams[0];
       const gone = () => sink(owner, slot, kind, null);
       track.addEventListener('ended', gone);
@@ -78,6 +93,11 @@ export class SfuTransport {
   onDescription(from, desc) {
     if (from !== 'sfu' || desc.type !== 'offer') return;
     this.queue.push(async () => {
+      // The server replaced our connection (its side failed, or another node took the room
+      // over): a new DTLS identity cannot be renegotiated, so start a fresh one.
+      const fingerprint = fingerprintOf(desc.sdp);
+      if (this.pc && this.serverFingerprint && fingerprint !== this.serverFingerprint) this.#reset();
+      this.serverFingerprint = fingerprint;
       const pc = this.#connection();
       await pc.setRemoteDescription(desc);
       this.#assignPublishSlots(desc.sdp ?? '');
@@ -195,6 +215,17 @@ export class SfuTransport {
   /** @returns {Record<string, string>} */
   states() {
     return this.pc ? { sfu: this.pc.connectionState } : {};
+  }
+
+  /** Drops the connection and the tracks it delivered (their tiles go back to avatars). */
+  #reset() {
+    this.close();
+    this.publish = { audio: null, video: null, screen: null };
+    for (const key of this.delivered) {
+      const [owner, slot, kind] = JSON.parse(key);
+      this.opts.sink(owner, slot, kind, null);
+    }
+    this.delivered.clear();
   }
 
   close() {
