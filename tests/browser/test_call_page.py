@@ -145,7 +145,7 @@ async def test_auto_mode_from_three_to_four_keeps_every_video_playing(people: Pa
             await page.wait("() => window.__call.state.mode === 'sfu'", timeout=MEDIA_TIMEOUT)
         await asyncio.gather(*(p.remote_videos_playing(3) for p in pages))
 
-        # Back to two people: the room returns to mesh, both offer at once, no glare.
+        # Back to two people: the room returns to mesh; one side of the pair offers.
         for page in pages[2:]:
             await page.page.click("#btn-leave")
         for page in pages[:2]:

@@ -119,7 +119,12 @@ export class Call extends Emitter {
   }
 
   /** Drop every connection and start the current mode afresh with the same local media. */
-  #rebuild() {
+  /**
+   * New connections for the current mode.
+   * @param {boolean} [everyone] the newcomer offers to everyone (the documents' flow); after a
+   *   mode switch only the side with the lower socket id offers, so two peers never collide.
+   */
+  #rebuild(everyone = true) {
     this.transport?.close();
     this.remote.clear();
     const opts = {
@@ -133,8 +138,11 @@ export class Call extends Emitter {
       changed: () => this.emit('change'),
     };
     this.transport = this.mode === 'sfu' ? new SfuTransport(opts) : new MeshTransport(opts);
-    // Mesh: the newcomer (or everyone, after a mode switch) offers; sfu: the server offers.
-    if (this.mode === 'mesh') for (const id of this.participants.keys()) this.transport.connectTo(id);
+    // Mesh: the newcomer offers (after a switch, the lower id of each pair); sfu: the server.
+    if (this.mode !== 'mesh') return;
+    for (const id of this.participants.keys()) {
+      if (everyone || this.selfId < id) this.transport.connectTo(id);
+    }
   }
 
   /** @type {import('./types.js').TrackSink} */
@@ -210,7 +218,7 @@ export class Call extends Emitter {
   #onModeChanged(m) {
     if (m.roomId !== this.roomId || !this.joined) return;
     this.mode = m.mode === 'sfu' ? 'sfu' : 'mesh';
-    this.#rebuild();
+    this.#rebuild(false);
     this.emit('mode', this.mode);
     this.emit('change');
   }
