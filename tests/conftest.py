@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -8,6 +9,7 @@ import aiortc.codecs.vpx
 import pytest
 
 from benchmarks._media import Clip, encode_opus_clip, encode_vp8_clip
+from tests.redis_server import redis_server
 from tests.server import InProcess, inprocess_server
 from tests.sfu.peers import DecodeCounter
 
@@ -42,3 +44,14 @@ def decode_counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecodeCounter]:
 
         monkeypatch.setattr(cls, "decode", counting)
     yield counter
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One throwaway Redis per test session; tests isolate themselves by key prefix."""
+    existing = os.environ.get("TEST_REDIS_URL")
+    if existing:
+        yield existing
+        return
+    with redis_server() as url:
+        yield url

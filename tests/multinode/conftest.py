@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.multinode.cluster import two_nodes
-from tests.redis.conftest import redis_server
 from tests.server import ServerProcess
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    existing = os.environ.get("TEST_REDIS_URL")
-    if existing:
-        yield existing
-        return
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture
