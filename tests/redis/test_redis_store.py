@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -31,13 +30,7 @@ from signaling.store import redis as redis_store
 from signaling.store.base import Store
 from signaling.store.memory import MemoryStore
 from signaling.store.redis import RedisStore, StoreBusy, StoreUnavailable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.redis_server import free_port
 
 
 def user(n: int) -> User:
