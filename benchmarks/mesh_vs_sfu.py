@@ -37,7 +37,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import sys
@@ -51,27 +50,14 @@ from urllib.parse import urlencode
 import psutil
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from benchmarks import _report as report
+from benchmarks._report import machine_busy_s, sweep_progress
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-# The flags of tests/browser/conftest.py: fake devices, and no throttling of the pages that
-# are not in front (they all share one browser).
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
 MODES = ("mesh", "sfu")
 # Settings that would take the server out of in-memory, open-auth, single-node mode.
 _SCRUB_ENV = ("REDIS_URL", "JWT_SECRET", "AUTH_VERIFY_URL", "MEMBERSHIP_URL", "PORT", "HOST")
@@ -259,11 +245,6 @@ def _delta(
     return spent
 
 
-def _machine_busy_s() -> float:
-    t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
-
-
 # ---------------------------------------------------------------- one case
 
 
@@ -352,13 +333,13 @@ async def run_case(
 
             progress.update(task, description=f"{mode} N={n}: measuring", completed=0)
             before = await asyncio.gather(*(pg.evaluate(STATS) for pg in pages))
-            cpu0, busy0 = _tree_cpu(server.proc.pid), _machine_busy_s()
+            cpu0, busy0 = _tree_cpu(server.proc.pid), machine_busy_s()
             t0 = time.monotonic()
             while (left := p.seconds - (time.monotonic() - t0)) > 0:
                 await asyncio.sleep(min(0.25, left))
                 progress.update(task, completed=min(p.seconds, time.monotonic() - t0))
             elapsed = time.monotonic() - t0
-            cpu1, busy1 = _tree_cpu(server.proc.pid), _machine_busy_s()
+            cpu1, busy1 = _tree_cpu(server.proc.pid), machine_busy_s()
             after = await asyncio.gather(*(pg.evaluate(STATS) for pg in pages))
         finally:
             for pg in pages:
@@ -400,14 +381,7 @@ async def run_case(
 async def run(p: Params) -> list[dict[str, Any]]:
     """The sweep: one Chromium per case, N contexts, a fresh server per case."""
     rows: list[dict[str, Any]] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with sweep_progress(console) as progress:
         overall = progress.add_task("sweep", total=len(p.participants) * len(p.modes))
         async with async_playwright() as pw:
             for n in p.participants:
@@ -542,12 +516,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     chromium = "Chromium"
     with contextlib.suppress(OSError):
         import subprocess
@@ -557,13 +525,7 @@ def machine() -> dict[str, Any]:
         )
         found = re.search(r"Chromium [\d.]+", out.stdout)
         chromium = found.group(0) if found else chromium
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "chromium": chromium,
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return report.machine(chromium=chromium)
 
 
 def _ints(text: str) -> list[int]:

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import queue
 import re
 import shlex
@@ -35,8 +34,11 @@ from typing import IO, Any
 
 import psutil
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
+
+from benchmarks import _report as report
+from benchmarks._report import machine_busy_s, sweep_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference"
@@ -266,14 +268,14 @@ def run_one(name: str, clients: int, p: Params, progress: Progress, task: TaskID
                 )
             time.sleep(1.0)  # idle: C clients connected and joined, nothing in flight
             rss1 = server.rss()
-            cpu0, busy0, wall0 = server.cpu_s(), _machine_busy_s(), time.monotonic()
+            cpu0, busy0, wall0 = server.cpu_s(), machine_busy_s(), time.monotonic()
             if p.py_spy_dir is not None and name == "python":
                 spy = _start_py_spy(server.proc.pid, p, clients)
             gen.go()
             progress.update(task, description=f"{name} C={clients}: offers")
             while (event := gen.next_event(timeout=p.seconds + p.grace + 30))["event"] == "tick":
                 progress.update(task, completed=min(event["t"], p.seconds))
-            cpu1, busy1, wall1 = server.cpu_s(), _machine_busy_s(), time.monotonic()
+            cpu1, busy1, wall1 = server.cpu_s(), machine_busy_s(), time.monotonic()
         finally:
             gen.close()
             if spy is not None:
@@ -313,12 +315,6 @@ def run_one(name: str, clients: int, p: Params, progress: Progress, task: TaskID
     if event.get("first_error"):
         row["first_error"] = event["first_error"]
     return row
-
-
-def _machine_busy_s() -> float:
-    """CPU-seconds all processes have used (every core), to see who else was running."""
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
 def _start_py_spy(pid: int, p: Params, clients: int) -> subprocess.Popen[bytes]:
@@ -395,14 +391,7 @@ def _round(v: float | None) -> float | None:
 def run(p: Params) -> list[dict[str, Any]]:
     """The sweep: for each C, each server in turn on a fresh process."""
     rows: list[dict[str, Any]] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with sweep_progress(console) as progress:
         overall = progress.add_task("sweep", total=len(p.clients) * len(p.servers))
         for clients in p.clients:
             for name in p.servers:
@@ -511,22 +500,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "node": node.stdout.strip(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return report.machine(node=node.stdout.strip())
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

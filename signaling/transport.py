@@ -53,7 +53,12 @@ class PlainWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
     async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
         request = environ["aiohttp.request"]
         self._sock = WebSocketResponse(
-            max_msg_size=self.server.max_http_buffer_size, compress=False, timeout=2.0
+            max_msg_size=self.server.max_http_buffer_size,
+            compress=False,
+            timeout=2.0,
+            # Pings at engine.io's interval; a peer that stops answering is closed, which ends
+            # the reader loop (and so the writer) without a timer per message.
+            heartbeat=self.server.ping_interval,
         )
         await self._sock.prepare(request)
         self.environ = environ
@@ -68,12 +73,15 @@ class PlainWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
 
 
 async def _poll(self: async_socket.AsyncSocket) -> list[eio_packet.Packet]:
-    """engine.io's `poll` with `asyncio.timeout` instead of a task per `wait_for` (3.11)."""
+    """engine.io's `poll` without a task and a timer per batch.
+
+    The writer needs no timeout of its own: it ends when the reader ends (which puts the
+    end-of-queue mark), and the reader ends when the websocket's heartbeat finds a dead peer.
+    """
     try:
-        async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-            packets = [await self.queue.get()]
+        packets = [await self.queue.get()]
         self.queue.task_done()
-    except (TimeoutError, asyncio.CancelledError):
+    except asyncio.CancelledError:
         raise exceptions.QueueEmpty() from None
     if packets == [None]:
         return []
@@ -96,7 +104,9 @@ _stock_websocket_handler = async_socket.AsyncSocket._websocket_handler
 async def _websocket_handler(self: async_socket.AsyncSocket, ws: Any) -> None:
     """engine.io's websocket loop without a task and a timer per received message.
 
-    A polling client upgrading to websocket keeps the stock path (rare, once per client).
+    Liveness is the websocket heartbeat's job (`PlainWebSocket`: one reusable timer per
+    connection) and engine.io's own ping check; a timer per message cost ~70 µs per relayed
+    offer. A polling client upgrading to websocket keeps the stock path (once per client).
     """
     if self.connected:
         await _stock_websocket_handler(self, ws)
@@ -104,7 +114,6 @@ async def _websocket_handler(self: async_socket.AsyncSocket, ws: Any) -> None:
     self.connected = True
     self.upgraded = True
     max_size = self.server.max_http_buffer_size
-    idle_timeout = self.server.ping_interval + self.server.ping_timeout
 
     async def writer() -> None:
         while True:
@@ -124,9 +133,8 @@ async def _websocket_handler(self: async_socket.AsyncSocket, ws: Any) -> None:
     writer_task = asyncio.ensure_future(writer())
     while True:
         try:
-            async with asyncio.timeout(idle_timeout):
-                data = await ws.wait()
-        except (asyncio.CancelledError, TimeoutError, OSError, RuntimeError):
+            data = await ws.wait()
+        except (asyncio.CancelledError, OSError, RuntimeError):
             break
         except Exception:
             break

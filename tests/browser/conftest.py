@@ -11,24 +11,12 @@ from urllib.parse import urlencode
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.server import running_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # Several pages share one browser: none of them may be throttled as a background tab.
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-    # getDisplayMedia without a picker: share the page's own tab.
+# getDisplayMedia without a picker: share the page's own tab.
+CALL_PAGE_ARGS = [
+    *CHROMIUM_ARGS,
     "--auto-accept-this-tab-capture",
     "--auto-select-tab-capture-source-by-title=StudyCall",
     "--auto-select-desktop-capture-source=Entire screen",
@@ -153,7 +141,7 @@ class Pages:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CALL_PAGE_ARGS)
         try:
             yield instance
         finally:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from benchmarks._media import Clip
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from sfu import MediaPlane
 
 from .peers import DecodeCounter, PeerClient
@@ -18,16 +19,6 @@ from .peers import DecodeCounter, PeerClient
 pytestmark = pytest.mark.browser
 
 ROOM = "browser"
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PAGE = """<!doctype html><script>
 window.cands = []; window.tracks = [];
 window.pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
@@ -86,7 +77,7 @@ async def test_chromium_publishes_on_recvonly_mlines_and_receives_by_stream_id(
             offers.put_nowait(payload["sdp"])
 
     async with _page_server() as url, playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
         await page.goto(url)
 

@@ -1,0 +1,48 @@
+"""What every benchmark reports alongside its numbers: the machine, its load, a progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def sweep_progress(console: Console) -> Progress:
+    """One bar for the whole sweep plus one per case."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def machine_busy_s() -> float:
+    """CPU-seconds all processes have used (every core), to see who else was running."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """What the numbers were measured on (plus the versions a benchmark adds)."""
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        **extra,
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
