@@ -48,8 +48,8 @@ test: setup test-deps lint
 
 bench: setup test-deps
 	$(PY) -m benchmarks.fanout --subscribers 1,2,4,8 --seconds 8 --json benchmarks/results/fanout.json --plot benchmarks/results/fanout.png
-	$(PY) -m benchmarks.signaling --clients 100,400,1000 --seconds 10 --json benchmarks/results/signaling.json --plot benchmarks/results/signaling.png
-	$(PY) -m benchmarks.mesh_vs_sfu --participants 2,3,4 --seconds 8 --json benchmarks/results/mesh_vs_sfu.json --plot benchmarks/results/mesh_vs_sfu.png
+	$(PY) -m benchmarks.signaling --clients 100,400,1000 --seconds 10 --json benchmarks/results/signaling.json --plot benchmarks/results/signaling.png --markdown benchmarks/results/signaling.md
+	$(PY) -m benchmarks.mesh_vs_sfu --participants 2,3,4,5 --seconds 5 --json benchmarks/results/mesh_vs_sfu.json --plot benchmarks/results/mesh_vs_sfu.png --markdown benchmarks/results/mesh_vs_sfu.md
 
 clean:
 	rm -rf $(VENV) web/node_modules benchmarks/reference/node_modules .mypy_cache .ruff_cache .pytest_cache
