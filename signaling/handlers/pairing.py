@@ -27,12 +27,17 @@ class Pairing:
 
     async def request(self, conn: Conn, _: Empty) -> dict[str, Any]:
         me = Waiting(socketId=conn.sid, user=conn.identity.user, node=self.hub.node_id)
-        async with self.store.edit(PairingQueue, QUEUE) as slot:
-            queue = slot.value or PairingQueue()
-            peer = queue.request(me)
-            slot.value = queue
-        if peer is None:
-            return {"status": "waiting"}
+        while True:
+            async with self.store.edit(PairingQueue, QUEUE) as slot:
+                queue = slot.value or PairingQueue()
+                peer = queue.request(me)
+                slot.value = queue
+            if peer is None:
+                return {"status": "waiting"}
+            # A socket of this node that left after queueing would become a ghost in the
+            # room: skip it (it is already out of the queue) and look again.
+            if peer.node != self.hub.node_id or peer.socketId in self.hub.conns:
+                break
         room_id = f"pair-{new_id()}"
         for entry in (peer, me):
             (current,) = await self.store.get_index(SOCKET_ROOM, entry.socketId)
