@@ -91,6 +91,18 @@ class CallPage:
             timeout,
         )
 
+    async def remote_audio_flowing(self, count: int, timeout: float = MEDIA_TIMEOUT) -> None:
+        """`count` remote voices: each remote tile plays a live audio track that is not muted
+        (a remote track unmutes when its RTP arrives)."""
+        await self.wait(
+            f"n => {{ const v = {REMOTE_VIDEOS};"
+            " return v.length === n && v.every(x => {"
+            " const a = x.srcObject && x.srcObject.getAudioTracks()[0];"
+            " return a && a.readyState === 'live' && !a.muted; }); }",
+            count,
+            timeout,
+        )
+
 
 class Pages:
     """Opens call links, each in a fresh browser context (its own person, storage and devices)."""

@@ -49,6 +49,14 @@ async def test_three_people_on_a_link_see_each_other_and_mute_shows(people: Page
             await other.page.wait_for_selector(f'.tile[data-peer="{mina_id}"][data-muted="false"]')
 
 
+async def test_four_people_in_a_mesh_room_see_and_hear_each_other(people: Pages) -> None:
+    async with people.server(room_mode="mesh") as url:
+        pages = await open_many(people, url, room_id("mesh4"), 4)
+        await asyncio.gather(*(p.remote_videos_playing(3) for p in pages))
+        await asyncio.gather(*(p.remote_audio_flowing(3) for p in pages))
+        assert [(await p.state())["mode"] for p in pages] == ["mesh"] * 4
+
+
 async def test_chat_reaches_everyone_history_for_late_joiner_and_leaving_removes_tile(
     people: Pages,
 ) -> None:
@@ -144,6 +152,7 @@ async def test_auto_mode_from_three_to_four_keeps_every_video_playing(people: Pa
         for page in pages:
             await page.wait("() => window.__call.state.mode === 'sfu'", timeout=MEDIA_TIMEOUT)
         await asyncio.gather(*(p.remote_videos_playing(3) for p in pages))
+        await asyncio.gather(*(p.remote_audio_flowing(3) for p in pages))
 
         # Back to two people: the room returns to mesh; one side of the pair offers.
         for page in pages[2:]:

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from signaling.config import Settings
 from tests.clients import TIMEOUT, Client
 from tests.server import InProcess, inprocess_server
 
@@ -473,12 +474,19 @@ async def _boundaries(r: Rig) -> None:
 
 
 def test_rate_limit_then_recovery() -> None:
-    """Far beyond 50/s (burst 100): RATE_LIMITED, nothing more relayed, then service again."""
-    with rig(rate_per_second=50, rate_burst=100) as r:  # the contract's defaults
+    """Far beyond the rate (burst 100): RATE_LIMITED, nothing more relayed, then service again.
+
+    The bucket refills at 0.5/s here, not the default 50/s: at 50/s a token comes back every
+    20 ms, and whether the client's next event lands before or after that is up to the
+    machine's load. The mechanism is the same; the defaults are asserted in the settings.
+    """
+    defaults = Settings.model_fields
+    assert (defaults["rate_per_second"].default, defaults["rate_burst"].default) == (50.0, 100)
+    with rig(rate_per_second=0.5, rate_burst=100) as r:
         r.run(_flood(r))
 
 
-FLOOD = 1000
+FLOOD = 300
 
 
 async def _flood(r: Rig) -> None:
@@ -486,8 +494,6 @@ async def _flood(r: Rig) -> None:
     # Let the bucket fill up after setup (a bounded poll, not a sleep): ack'd pings succeed.
     a.reset()
     b.reset()
-    # 1,000 events: the bucket would need 18 s of processing to refill that many, so the
-    # checks below hold even on a loaded machine.
     for n in range(FLOOD):
         await a.emit("video:offer", {"to": b.sid, "offer": {"type": "offer", "sdp": f"f{n}"}})
     error = await a.next("error")
@@ -508,7 +514,7 @@ async def _flood(r: Rig) -> None:
     # The bucket refills: a bounded poll until an ack'd offer is relayed again; the refused
     # tries reach nobody.
     b.reset()
-    deadline = asyncio.get_running_loop().time() + 5
+    deadline = asyncio.get_running_loop().time() + 10
     for attempt in range(10**6):
         offer = {"type": "offer", "sdp": f"back-{attempt}"}
         ack = await a.call("video:offer", {"to": b.sid, "offer": offer})
@@ -518,7 +524,7 @@ async def _flood(r: Rig) -> None:
             break
         assert ack["error"]["code"] == "RATE_LIMITED", ack
         assert asyncio.get_running_loop().time() < deadline, "never recovered"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.25)
 
 
 def test_message_over_max_http_buffer_size() -> None:
