@@ -11,7 +11,7 @@ import fractions
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -35,25 +35,28 @@ class Clip:
     clock_rate: int
 
 
-def encode_vp8_clip(
-    width: int = 160, height: int = 120, fps: int = 30, seconds: float = 2.0, bitrate: int = 300_000
-) -> Clip:
-    """Encode a moving synthetic pattern with libvpx; one keyframe at the start."""
-    ctx = av.CodecContext.create("libvpx", "w")
+def _video_context(
+    codec: str, width: int, height: int, fps: int, bitrate: int
+) -> av.video.codeccontext.VideoCodecContext:
+    ctx = cast(av.video.codeccontext.VideoCodecContext, av.CodecContext.create(codec, "w"))
     ctx.width = width
     ctx.height = height
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = fractions.Fraction(1, fps)
     ctx.framerate = fractions.Fraction(fps, 1)
     ctx.bit_rate = bitrate
-    ctx.gop_size = 10_000
-    ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    return ctx
+
+
+def _encode_pattern(
+    ctx: av.video.codeccontext.VideoCodecContext, count: int
+) -> tuple[list[bytes], list[bool]]:
+    """A moving gradient over a blinking checkerboard: cheap to make, not too easy to code."""
     frames: list[bytes] = []
     keys: list[bool] = []
-    yy, xx = np.mgrid[0:height, 0:width]
-    count = int(seconds * fps)
+    yy, xx = np.mgrid[0 : ctx.height, 0 : ctx.width]
     for i in range(count):
-        img = np.zeros((height, width, 3), dtype=np.uint8)
+        img = np.zeros((ctx.height, ctx.width, 3), dtype=np.uint8)
         img[..., 0] = (xx + 4 * i) % 256
         img[..., 1] = (yy + 2 * i) % 256
         img[..., 2] = ((xx // 16 + yy // 16 + i // 5) % 2) * 200
@@ -65,6 +68,17 @@ def encode_vp8_clip(
     for packet in ctx.encode(None):
         frames.append(bytes(packet))
         keys.append(bool(packet.is_keyframe))
+    return frames, keys
+
+
+def encode_vp8_clip(
+    width: int = 160, height: int = 120, fps: int = 30, seconds: float = 2.0, bitrate: int = 300_000
+) -> Clip:
+    """Encode a moving synthetic pattern with libvpx; one keyframe at the start."""
+    ctx = _video_context("libvpx", width, height, fps, bitrate)
+    ctx.gop_size = 10_000
+    ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    frames, keys = _encode_pattern(ctx, int(seconds * fps))
     assert keys[0], "the first VP8 frame must be a keyframe"
     return Clip("video", frames, keys, float(fps), VIDEO_CLOCK)
 
@@ -73,34 +87,14 @@ def encode_h264_clip(
     width: int = 160, height: int = 120, fps: int = 30, seconds: float = 1.0
 ) -> Clip:
     """Encode the same pattern with libx264 (baseline, Annex B, one IDR at the start)."""
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width = width
-    ctx.height = height
-    ctx.pix_fmt = "yuv420p"
-    ctx.time_base = fractions.Fraction(1, fps)
-    ctx.framerate = fractions.Fraction(fps, 1)
-    ctx.bit_rate = 300_000
+    ctx = _video_context("libx264", width, height, fps, 300_000)
     ctx.options = {
         "profile": "baseline",
         "preset": "ultrafast",
         "tune": "zerolatency",
         "x264-params": "keyint=10000:min-keyint=10000:scenecut=0",
     }
-    frames: list[bytes] = []
-    keys: list[bool] = []
-    yy, xx = np.mgrid[0:height, 0:width]
-    for i in range(int(seconds * fps)):
-        img = np.zeros((height, width, 3), dtype=np.uint8)
-        img[..., 0] = (xx + 4 * i) % 256
-        img[..., 1] = (yy + 2 * i) % 256
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        for packet in ctx.encode(frame):
-            frames.append(bytes(packet))
-            keys.append(bool(packet.is_keyframe))
-    for packet in ctx.encode(None):
-        frames.append(bytes(packet))
-        keys.append(bool(packet.is_keyframe))
+    frames, keys = _encode_pattern(ctx, int(seconds * fps))
     assert keys[0], "the first H264 frame must be an IDR"
     return Clip("video", frames, keys, float(fps), VIDEO_CLOCK)
 
