@@ -527,6 +527,15 @@ async def _flood(r: Rig) -> None:
         await asyncio.sleep(0.25)
 
 
+async def first_of(a: asyncio.Future[Any], b: asyncio.Future[Any], why: str) -> asyncio.Future[Any]:
+    """Whichever of two acceptable outcomes happens first (bounded); the other is cancelled."""
+    done, pending = await asyncio.wait({a, b}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    assert done, why
+    return a if a in done else b
+
+
 def test_message_over_max_http_buffer_size() -> None:
     """A 1.2 MB packet may cost the sender its socket, never the server or anyone else."""
     with rig() as r:
@@ -548,13 +557,10 @@ async def _oversize(r: Rig) -> None:
         left = asyncio.ensure_future(
             b.next_where("video:user-left", lambda e: e["userId"] == "big")
         )
-        done, pending = await asyncio.wait(
-            {refused, left}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        first = await first_of(
+            refused, left, "the oversize message was neither refused nor cut off"
         )
-        for task in pending:
-            task.cancel()
-        assert done, "the oversize message was neither refused nor cut off"
-        if refused in done:
+        if first is refused:
             assert refused.result()["code"] == "TOO_LARGE"
         assert all(e != "video:chat" for e, _ in b.log), "the oversize chat reached b"
         b.reset()
@@ -609,13 +615,10 @@ def test_undecodable_packets_do_not_harm(packet: str) -> None:
                 alive = asyncio.ensure_future(
                     broken.call("video:toggle-audio", {"roomId": ROOM, "isMuted": True})
                 )
-                done, pending = await asyncio.wait(
-                    {left, alive}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                first = await first_of(
+                    left, alive, "the packet neither closed the connection nor was dropped"
                 )
-                for task in pending:
-                    task.cancel()
-                assert done, "the packet neither closed the connection nor was dropped"
-                if left in done:
+                if first is left:
                     assert left.result()["userId"] == "broken"
                 else:
                     assert alive.result() == {"ok": True}
