@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+Metric = tuple[str, str, Callable[[Any], str]]  # row key, label, format
 
 
 def sweep_progress(console: Console) -> Progress:
@@ -46,3 +50,19 @@ def machine(**extra: Any) -> dict[str, Any]:
         **extra,
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def add_side_by_side(
+    table: Table,
+    group: str,
+    ours: dict[str, Any],
+    theirs: dict[str, Any],
+    metrics: Sequence[Metric],
+) -> None:
+    """One table row per metric: our value, the baseline's, and their ratio."""
+    for key, label, fmt in metrics:
+        a, b = ours.get(key), theirs.get(key)
+        ratio = f"{a / b:.2f}x" if isinstance(a, int | float) and b else "-"
+        table.add_row(
+            group, label, "-" if a is None else fmt(a), "-" if b is None else fmt(b), ratio
+        )

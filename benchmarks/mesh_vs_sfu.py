@@ -54,7 +54,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from benchmarks import _report as report
-from benchmarks._report import machine_busy_s, sweep_progress
+from benchmarks._report import Metric, add_side_by_side, machine_busy_s, sweep_progress
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -408,7 +408,7 @@ def _kb(v: float) -> str:
     return f"{v / 1000:,.1f}"
 
 
-METRICS: tuple[tuple[str, str, Any], ...] = (
+METRICS: tuple[Metric, ...] = (
     ("upload_bytes_per_s_per_client", "upload kB/s per client", _kb),
     ("download_bytes_per_s_per_client", "download kB/s per client", _kb),
     ("frames_encoded_per_s_per_client", "frames encoded/s per client", "{:.1f}".format),
@@ -428,16 +428,7 @@ def table(rows: list[dict[str, Any]]) -> Table:
     by = {(r["mode"], r["participants"]): r for r in rows}
     for n in sorted({r["participants"] for r in rows}):
         mesh, sfu = by.get(("mesh", n), {}), by.get(("sfu", n), {})
-        for key, label, fmt in METRICS:
-            a, b = mesh.get(key), sfu.get(key)
-            ratio = f"{a / b:.2f}x" if isinstance(a, int | float) and b else "-"
-            t.add_row(
-                str(n),
-                label,
-                "-" if a is None else fmt(a),
-                "-" if b is None else fmt(b),
-                ratio,
-            )
+        add_side_by_side(t, str(n), mesh, sfu, METRICS)
         for side, r in (("mesh", mesh), ("sfu", sfu)):
             if "error" in r:
                 t.add_row(str(n), f"[red]{side} error", r["error"][:60], "", "")

@@ -38,7 +38,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from benchmarks import _report as report
-from benchmarks._report import machine_busy_s, sweep_progress
+from benchmarks._report import Metric, add_side_by_side, machine_busy_s, sweep_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference"
@@ -414,18 +414,18 @@ def _fmt(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-METRICS = (
-    ("join_storm_s", "join storm (s)"),
-    ("rtt_ms_p50", "RTT p50 (ms)"),
-    ("rtt_ms_p99", "RTT p99 (ms)"),
-    ("answered_per_s", "answered/s"),
-    ("offered_per_s", "offered/s"),
-    ("lost", "lost"),
-    ("rss_kb_per_conn", "RSS KB/conn (idle)"),
-    ("server_cpu_s_per_s", "server CPU s/s"),
-    ("server_cpu_us_per_offer", "server CPU µs/offer"),
-    ("loadgen_cpu_s_per_s", "loadgen CPU s/s"),
-    ("other_cpu_s_per_s", "other processes CPU s/s"),
+METRICS: tuple[Metric, ...] = (
+    ("join_storm_s", "join storm (s)", _fmt),
+    ("rtt_ms_p50", "RTT p50 (ms)", _fmt),
+    ("rtt_ms_p99", "RTT p99 (ms)", _fmt),
+    ("answered_per_s", "answered/s", _fmt),
+    ("offered_per_s", "offered/s", _fmt),
+    ("lost", "lost", _fmt),
+    ("rss_kb_per_conn", "RSS KB/conn (idle)", _fmt),
+    ("server_cpu_s_per_s", "server CPU s/s", _fmt),
+    ("server_cpu_us_per_offer", "server CPU µs/offer", _fmt),
+    ("loadgen_cpu_s_per_s", "loadgen CPU s/s", _fmt),
+    ("other_cpu_s_per_s", "other processes CPU s/s", _fmt),
 )
 
 
@@ -437,10 +437,7 @@ def table(rows: list[dict[str, Any]]) -> Table:
     by = {(r["server"], r["clients"]): r for r in rows}
     for clients in sorted({r["clients"] for r in rows}):
         py, node = by.get(("python", clients), {}), by.get(("node", clients), {})
-        for key, label in METRICS:
-            a, b = py.get(key), node.get(key)
-            ratio = f"{a / b:.2f}x" if isinstance(a, int | float) and b else "-"
-            t.add_row(str(clients), label, _fmt(a), _fmt(b), ratio)
+        add_side_by_side(t, str(clients), py, node, METRICS)
         for side, r in (("ours", py), ("node", node)):
             if "error" in r:
                 t.add_row(str(clients), f"[red]{side} error", r["error"][:60], "", "")
