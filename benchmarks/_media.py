@@ -18,7 +18,8 @@ import numpy as np
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from sfu._aiortc_patch import EncodedFrame, FrameAssembler, install_passthrough
+from benchmarks._frames import EncodedFrame, FrameAssembler, install_assembler
+from sfu._aiortc import hook_keyframe_requests
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -177,7 +178,7 @@ class ReplayTrack(MediaStreamTrack):
 
 def hook_publisher(sender: RTCRtpSender, track: ReplayTrack) -> None:
     """Let the publisher's sender answer PLI/FIR by restarting the clip at a keyframe."""
-    sender._send_keyframe = track.request_keyframe  # type: ignore[method-assign]
+    hook_keyframe_requests(sender, track.request_keyframe)
 
 
 @dataclass
@@ -207,5 +208,5 @@ def receive_encoded(
         if on_frame is not None:
             on_frame()
 
-    received.assembler = install_passthrough(receiver, kind, frame_cb, lambda: None)
+    received.assembler = install_assembler(receiver, kind, frame_cb, lambda: None)
     return received

@@ -102,11 +102,7 @@ class _RelayRoom:
 
 
 async def _serve(mode: str) -> None:
-    plane = (
-        MediaPlane(MediaConfig(ice_servers=[], fast_sender=mode == "forward"))
-        if mode.startswith("forward")
-        else None
-    )
+    plane = MediaPlane(MediaConfig(ice_servers=[])) if mode.startswith("forward") else None
     relay = _RelayRoom() if mode == "relay" else None
     tasks: set[asyncio.Future[None]] = set()
 

@@ -1,4 +1,4 @@
-"""SFU media plane: forwards encoded audio/video between aiortc peer connections.
+"""SFU media plane: forwards RTP packets between aiortc peer connections, never decoding.
 
 No Socket.IO here: the signaling layer calls :class:`MediaPlane` and relays what it
 sends through the :data:`SignalSink` it passed in.

@@ -1,15 +1,20 @@
 """Prometheus metrics of the media plane, defined once on the default registry.
 
-Gauges carry a ``room`` label (removed when the room closes, so cardinality follows
-the number of live rooms); counters only carry ``kind`` (audio/video) so they never
-grow with room churn.
+Gauges carry a ``room`` label (removed when the room closes, so cardinality follows the
+number of live rooms). Packet counters are not incremented on the hot path: the planes
+keep plain integers and a collector sums them at scrape time, by ``kind``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import Protocol
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 PEER_CONNECTIONS = Gauge(
     "sfu_peer_connections", "Open RTCPeerConnections held by the SFU", ["room"]
@@ -17,20 +22,44 @@ PEER_CONNECTIONS = Gauge(
 FORWARDED_STREAMS = Gauge(
     "sfu_forwarded_streams", "Publisher tracks currently forwarded to a subscriber", ["room"]
 )
-RECEIVED_PACKETS = Counter(
-    "sfu_received_packets", "RTP packets received from publishers (after RTX unwrap)", ["kind"]
-)
-FORWARDED_FRAMES = Counter(
-    "sfu_forwarded_frames", "Encoded frames handed to subscribers' senders", ["kind"]
-)
-KEYFRAME_REQUESTS = Counter(
-    "sfu_keyframe_requests", "PLIs sent to publishers (rate-limited)", ["kind"]
-)
-DROPPED_FRAMES = Counter(
-    "sfu_dropped_frames",
-    "Frames not forwarded to a subscriber (queue overflow or waiting for a keyframe)",
-    ["kind"],
-)
+
+COUNTERS = {
+    "received_packets": "RTP packets received from publishers (after RTX unwrap)",
+    "forwarded_packets": "RTP packets forwarded to subscribers",
+    "retransmitted_packets": "Packets resent to subscribers that NACKed them",
+    "nacked_packets": "Packets the SFU NACKed to publishers",
+    "keyframe_requests": "PLIs sent to publishers (aggregated and rate-limited)",
+    "unrepairable_losses": "Holes retransmission did not fill (the legs waited for a keyframe)",
+}
+
+
+class Counted(Protocol):
+    def counters(self) -> dict[str, dict[str, int]]:
+        """name -> kind -> count, including what closed rooms forwarded."""
+
+
+_planes: weakref.WeakSet[Counted] = weakref.WeakSet()
+
+
+class _PlaneCollector(Collector):
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        totals: dict[str, dict[str, int]] = {name: {} for name in COUNTERS}
+        for plane in list(_planes):
+            for name, by_kind in plane.counters().items():
+                for kind, value in by_kind.items():
+                    totals[name][kind] = totals[name].get(kind, 0) + value
+        for name, help_text in COUNTERS.items():
+            family = CounterMetricFamily(f"sfu_{name}", help_text, labels=["kind"])
+            for kind in ("audio", "video"):
+                family.add_metric([kind], totals[name].get(kind, 0))
+            yield family
+
+
+REGISTRY.register(_PlaneCollector())
+
+
+def register(plane: Counted) -> None:
+    _planes.add(plane)
 
 
 def forget_room(room_id: str) -> None:

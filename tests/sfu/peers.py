@@ -16,7 +16,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc.sdp import SessionDescription
 
 from benchmarks._media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
-from sfu._aiortc_patch import COUNTERS
+from sfu._aiortc import COUNTERS
 
 TIMEOUT = 10.0
 SignalSink = Callable[[str, dict[str, Any] | None], Any]

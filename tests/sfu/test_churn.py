@@ -44,7 +44,9 @@ async def test_join_leave_churn_leaves_nothing_behind(
         # wait until the visitors' renegotiations are over
         def stable() -> bool:
             return all(
-                not p.in_flight and not p.pending and p.pc.signalingState == "stable"
+                not p.negotiator.in_flight
+                and not p.negotiator.pending
+                and p.pc.signalingState == "stable"
                 for p in plane._rooms[ROOM].participants.values()
             )
 

@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from benchmarks._media import Clip, encode_h264_clip
 from sfu import MediaConfig, MediaError, MediaPlane
-from sfu._aiortc_patch import COUNTERS
+from sfu._aiortc import COUNTERS
 
 from .peers import DecodeCounter, PeerClient, settle_tasks, until
 
