@@ -139,19 +139,30 @@ def ice_connection(dtls: RTCDtlsTransport) -> Connection:
     return dtls.transport._connection
 
 
-def tap(dtls: RTCDtlsTransport, handler: DatagramHandler) -> None:
-    """Delivers the connection's RTP/RTCP datagrams to ``handler`` on the event loop."""
+def tap(dtls: RTCDtlsTransport, handler: DatagramHandler, rtcp: bool = True) -> None:
+    """Delivers the connection's RTP (and RTCP, unless ``rtcp`` is False) datagrams to
+    ``handler`` on the event loop; everything else still goes to aiortc."""
     connection = ice_connection(dtls)
     if getattr(connection, _OWNED, False):
         return
     setattr(connection, _OWNED, True)
     stock = connection.data_received
 
-    def data_received(data: bytes, component: int) -> None:
-        if 127 < data[0] < 192:
-            handler(data)
-        else:
-            stock(data, component)
+    if rtcp:
+
+        def data_received(data: bytes, component: int) -> None:
+            if 127 < data[0] < 192:
+                handler(data)
+            else:
+                stock(data, component)
+
+    else:
+
+        def data_received(data: bytes, component: int) -> None:
+            if 127 < data[0] < 192 and not (len(data) > 1 and 191 < data[1] < 224):
+                handler(data)
+            else:
+                stock(data, component)
 
     connection.data_received = data_received  # type: ignore[method-assign]
 

@@ -116,7 +116,10 @@ class Source:
         """RTX payload type -> the media payload type it repairs."""
         self.audio_level_id: int | None = None
         size = config.video_cache_packets if self.video else config.audio_cache_packets
-        self._cache: list[InPacket | None] = [None] * size
+        # Plain bytes and ints: the cache holds nothing the garbage collector tracks, so
+        # packets never get promoted to its old generations (whose passes stall the loop).
+        self._cache: list[bytes | None] = [None] * size
+        self._cache_seq: list[int] = [-1] * size
         self._mask = size - 1
         self.highest: int | None = None
         self._renumber = False
@@ -204,20 +207,11 @@ class Source:
                 self.highest = seq
             elif delta == 0 or self.missing.pop(seq, None) is None:
                 return  # a duplicate, or older than what we still wait for
-        packet = InPacket(data, header, seq, arrival)
+        packet = self._read(data, header, seq, arrival, codec)
         packet.send_time = send_time
-        if self.video:
-            if codec.name == "VP8":
-                desc = parse_vp8(data, header.payload_start, header.payload_end)
-                if desc is not None:
-                    packet.vp8 = desc
-                    packet.keyframe = desc.keyframe
-            elif codec.name == "H264":
-                first, key = h264_frame_start(data, header.payload_start, header.payload_end)
-                packet.keyframe = first and key
-        elif self.audio_level_id is not None and header.ext_profile:
-            packet.audio_level = extensions(data, header).get(self.audio_level_id)
-        self._cache[seq & self._mask] = packet
+        slot = seq & self._mask
+        self._cache[slot] = data
+        self._cache_seq[slot] = seq
         self.received += 1
         self.bytes += header.payload_end - header.payload_start
         if seq == self.highest:
@@ -257,10 +251,35 @@ class Source:
         self.media_ssrc = ssrc
         self._renumber = self.highest is not None
 
+    def _read(
+        self, data: bytes, header: RtpHeader, seq: int, arrival: float, codec: Codec
+    ) -> InPacket:
+        """The codec facts legs need: keyframe starts, the VP8 descriptor, audio level."""
+        packet = InPacket(data, header, seq, arrival)
+        if self.video:
+            if codec.name == "VP8":
+                desc = parse_vp8(data, header.payload_start, header.payload_end)
+                if desc is not None:
+                    packet.vp8 = desc
+                    packet.keyframe = desc.keyframe
+            elif codec.name == "H264":
+                first, key = h264_frame_start(data, header.payload_start, header.payload_end)
+                packet.keyframe = first and key
+        elif self.audio_level_id is not None and header.ext_profile:
+            packet.audio_level = extensions(data, header).get(self.audio_level_id)
+        return packet
+
     def get(self, seq: int) -> InPacket | None:
-        """The cached packet with this extended sequence number, if still held."""
-        packet = self._cache[seq & self._mask]
-        return packet if packet is not None and packet.seq == seq else None
+        """The cached packet with this extended sequence number, read again (for a NACK)."""
+        slot = seq & self._mask
+        data = self._cache[slot]
+        if data is None or self._cache_seq[slot] != seq:
+            return None
+        header = parse_header(data)
+        codec = self.codecs.get(header.payload_type) if header is not None else None
+        if header is None or codec is None:
+            return None
+        return self._read(data, header, seq, time.monotonic(), codec)
 
     # ---------------------------------------------------------------- loss repair upstream
 
