@@ -101,11 +101,11 @@ class ClipPublisher:
         self.keyframe_requests = 0
         self.sent: dict[int, float] = {}
         self.packets = 0
-        self._record = record
+        self.record = record
         self._index = 0
         self._n = 0
         self._seq = random.randint(0, 0xFFFF)
-        self._origin = random.getrandbits(32)
+        self.origin = random.getrandbits(32)
         self._pid = random.randint(0, 0x7FFF)
         self._start: float | None = None
         self._timer: asyncio.Handle | None = None
@@ -144,7 +144,7 @@ class ClipPublisher:
         payloads = clip.frames[self._index]
         self._index = (self._index + 1) % len(clip.frames)
         ts_rel = self._n * clip.step + jitter(self._n)
-        ts = (self._origin + ts_rel) & 0xFFFFFFFF
+        ts = (self.origin + ts_rel) & 0xFFFFFFFF
         video = clip.kind == "video"
         tx = sessions[1]
         udp, addr = pair.protocol.transport, pair.remote_addr
@@ -163,7 +163,7 @@ class ClipPublisher:
             self.packets += 1
         if video:
             self._pid = (self._pid + 1) & 0x7FFF
-        if self._record:
+        if self.record:
             self.sent[ts_rel] = time.monotonic()
         self._n += 1
         due = self._start + self._n / clip.fps
@@ -190,7 +190,8 @@ class RtpCounter:
 
     def __init__(self, transport: Any, record: bool = False) -> None:
         self.streams: dict[int, StreamCount] = {}
-        self._record = record
+        self.record = record
+        _aiortc.install()  # RTP skips aioice's STUN parse, as in the server
         _aiortc.tap(transport, self.on_datagram, rtcp=False)
 
     def on_datagram(self, data: bytes) -> None:
@@ -203,7 +204,7 @@ class RtpCounter:
         stream.packets += 1
         if data[1] & 0x80:
             stream.frames += 1
-            if self._record:
+            if self.record:
                 (ts,) = struct.unpack_from("!I", data, 4)
                 stream.arrivals.append((ts, time.monotonic()))
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+import uvloop
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -519,10 +520,10 @@ def main(argv: list[str] | None = None) -> None:
             import gc
 
             gc.set_threshold(*[int(x) for x in os.environ["FANOUT_GC"].split(",")])
-        asyncio.run(_serve(args.serve))
+        uvloop.run(_serve(args.serve))
         return
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rows = median_rows(asyncio.run(_main(args)))
+    rows = median_rows(uvloop.run(_main(args)))
     _table(rows)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

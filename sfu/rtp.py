@@ -351,7 +351,8 @@ def rtx_original(data: bytes, header: RtpHeader, payload_type: int, ssrc: int) -
     head = bytearray(data[:start])
     head[0] &= 0xDF  # the padding (if any) is not copied
     head[1] = (head[1] & 0x80) | payload_type
-    struct.pack_into("!HxxxxI", head, 2, osn, ssrc)
+    struct.pack_into("!H", head, 2, osn)
+    struct.pack_into("!I", head, 8, ssrc)
     return bytes(head) + data[start + 2 : header.payload_end]
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from benchmarks._media import Clip, encode_h264_clip
-from sfu import MediaConfig, MediaError, MediaPlane
+from sfu import MediaConfig, MediaError, MediaPlane, _aiortc
 from sfu._aiortc import COUNTERS
 
 from .peers import DecodeCounter, PeerClient, settle_tasks, until
@@ -283,3 +283,80 @@ async def test_nack_and_rtx_repair_loss_on_the_subscriber_leg(
     finally:
         await alice.close()
         await bob.close()
+
+
+def lose_every(dtls: Any, nth: int) -> list[int]:
+    """Drops every ``nth`` RTP datagram this ICE connection receives (before SRTP); the
+    returned list counts what was dropped."""
+    connection = _aiortc.ice_connection(dtls)
+    deliver = connection.data_received
+    seen = [0]
+    dropped: list[int] = []
+
+    def lossy(data: bytes, component: int) -> None:
+        if 127 < data[0] < 192 and not 191 < data[1] < 224:
+            seen[0] += 1
+            if seen[0] % nth == 0:
+                dropped.append(seen[0])
+                return
+        deliver(data, component)
+
+    connection.data_received = lossy  # type: ignore[method-assign]
+    return dropped
+
+
+async def test_loss_on_the_publisher_and_on_one_subscriber_leg_is_repaired(
+    plane: MediaPlane, vp8_clip: Clip
+) -> None:
+    alice = PeerClient(plane, ROOM, "alice", vp8_clip, None, mode="fill")
+    bob = PeerClient(plane, ROOM, "bob", None, None, mode="none")
+    carol = PeerClient(plane, ROOM, "carol", None, None, mode="none")
+    try:
+        for c in (alice, bob, carol):
+            await c.join()
+        for c in (bob, carol):
+            await c.wait_frames("video", ["alice"], n=3)
+        room = plane._rooms[ROOM]
+        sfu_alice = room.participants["alice"].transport
+        assert sfu_alice is not None
+        # 5 % of alice's datagrams never reach the SFU, 5 % of the SFU's never reach carol
+        upstream = lose_every(sfu_alice._dtls, 20)
+        downstream = lose_every(carol.pc.getTransceivers()[0].receiver.transport, 20)
+        starts = {c.id: c.count_from("video", "alice") for c in (bob, carol)}
+        for c in (bob, carol):
+            await until(c.changed, lambda c=c: c.count_from("video", "alice") > starts[c.id] + 120)  # type: ignore[misc]
+        assert len(upstream) >= 5 and len(downstream) >= 5
+        for c in (bob, carol):
+            frames = c.frames_by_stream("video")["alice"][starts[c.id] :]
+            # every frame complete and in order: each lost packet came back
+            gaps = [b[1] - a[1] for a, b in itertools.pairwise(frames) if b[1] - a[1] != 3000]
+            assert not gaps, (c.id, gaps)
+        source = room.participants["alice"].publications["video"].source
+        assert source.nacks_sent >= len(upstream) // 2 and source.lost == 0
+        legs = {p: room.participants[p].subscriptions[source].leg for p in ("bob", "carol")}
+        assert legs["carol"].retransmits > 0
+        # bob's leg was healthy: it never had to resend or wait for a keyframe
+        assert legs["bob"].retransmits == 0 and not legs["bob"].waiting
+    finally:
+        for c in (alice, bob, carol):
+            await c.close()
+
+
+async def test_aiortc_media_loops_never_run_for_the_sfus_transceivers(
+    plane: MediaPlane, vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    taken, loops = _aiortc.COUNTERS.taken_over, _aiortc.COUNTERS.owned_loops
+    peers = [PeerClient(plane, ROOM, pid, vp8_clip, opus_clip) for pid in ("ann", "ben")]
+    try:
+        for peer in peers:
+            await peer.join()
+        for peer, other in zip(peers, reversed(peers), strict=True):
+            await peer.wait_frames("video", [other.id], n=10)
+            await peer.wait_frames("audio", [other.id], n=10)
+        # each connection: 2 own m-lines + 2 of the other's, all owned by the SFU's path
+        assert _aiortc.COUNTERS.taken_over - taken == 8
+        assert _aiortc.COUNTERS.owned_loops == loops
+        assert plane.stats()["total"]["packets"] > 0
+    finally:
+        for peer in peers:
+            await peer.close()

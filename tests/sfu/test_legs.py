@@ -329,6 +329,15 @@ async def test_publisher_loss_is_nacked_upstream_and_repaired_by_its_rtx() -> No
     assert sorted(seqs(sub)) == sorted(
         (s + leg.seq_off) & 0xFFFF for s in (struct.unpack_from("!H", d, 2)[0] for d in stream)
     )
+    # the repaired packets are the originals: same timestamps, same payloads
+    for data, header in zip(sub.packets[-len(holes) :], sub.headers()[-len(holes) :], strict=True):
+        original = next(
+            d for d in stream if struct.unpack_from("!H", d, 2)[0] == header.sequence_number
+        )
+        parsed = parse_header(original)
+        assert parsed is not None
+        assert header.timestamp == parsed.timestamp
+        assert data[header.payload_start :] == original[parsed.payload_start : parsed.payload_end]
 
 
 def _rtx(original: bytes, seq: int) -> bytes:
@@ -338,7 +347,8 @@ def _rtx(original: bytes, seq: int) -> bytes:
     start = header.payload_start
     head = bytearray(original[:start])
     head[1] = (head[1] & 0x80) | VP8_RTX
-    struct.pack_into("!HxxxxI", head, 2, seq, 0xDDDD)
+    struct.pack_into("!H", head, 2, seq)
+    struct.pack_into("!I", head, 8, 0xDDDD)
     osn = original[2:4]
     return bytes(head) + osn + original[start : header.payload_end]
 

@@ -163,6 +163,7 @@ def test_rtx_packets_unwrap_to_the_media_packet_they_repair(
             again = parse_header(original)
             assert again is not None
             assert (again.payload_type, again.ssrc) == (media, media_ssrc)
+            assert (again.timestamp, again.marker) == (header.timestamp, header.marker)
             (osn,) = struct.unpack_from("!H", data, header.payload_start)
             assert again.sequence_number == osn
             assert (

@@ -1,0 +1,399 @@
+"""Room benchmark: N participants in one sfu room, each publishing to and receiving all others.
+
+Every participant is a socket.io client of a real server (``python -m signaling --mode sfu``)
+with one aiortc connection to the SFU; it publishes 480p30 VP8 (~1 Mbit/s) and Opus from a
+pre-packetized clip (`benchmarks._loadgen.ClipPublisher`) and counts what it receives from
+the clear SRTP header; one sampled participant decrypts and reassembles every frame. For
+each N the same room runs on the SFU as it is (``forward``) and on a server whose per-packet
+work is the floor of a Python forwarder (``floor``, see `benchmarks.fanout`), each on a fresh
+process, in the same run.
+
+    python -m benchmarks.room --participants 4,8,12,16,20 --seconds 8 --rounds 2 \\
+        --json benchmarks/results/room.json --plot benchmarks/results/room.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import socketio
+import uvloop
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from benchmarks._loadgen import ClipPublisher, Packetized, RtpCounter, packetize
+from benchmarks._media import Received, encode_opus_clip, encode_vp8_clip, receive_encoded
+from benchmarks._report import machine
+from benchmarks._server import running_server
+from sfu import _aiortc
+
+MODES = ("forward", "floor")
+SETUP_TIMEOUT = 120.0
+
+
+def video_ssrcs(sdp: str) -> set[int]:
+    """The media SSRCs the SFU announces on its video m-lines (the first of each FID pair)."""
+    out: set[int] = set()
+    video = False
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            video = line.startswith("m=video")
+        elif video and line.startswith("a=ssrc-group:FID "):
+            out.add(int(line.split()[1]))
+    return out
+
+
+def latencies_ms(people: list[Participant]) -> list[float]:
+    """Send -> receive of every recorded frame: the SFU keeps each publisher's timestamps
+    (a leg's first start keeps the numbering), so a frame's timestamp names its publisher's
+    send time once the publisher's random origin is taken off."""
+    publishers = [p.publishers["video"] for p in people if "video" in p.publishers]
+    out: list[float] = []
+    for person in people:
+        if person.counter is None:
+            continue
+        for ssrc, stream in person.counter.streams.items():
+            if ssrc not in person.video:
+                continue
+            for ts, at in stream.arrivals:
+                for pub in publishers:
+                    sent = pub.sent.get((ts - pub.origin) & 0xFFFFFFFF)
+                    if sent is not None:
+                        out.append((at - sent) * 1000)
+                        break
+    return out
+
+
+class Participant:
+    """One person: a socket.io client and an aiortc connection to the SFU."""
+
+    def __init__(self, url: str, name: str, clips: dict[str, Packetized], sampled: bool) -> None:
+        self.url = url
+        self.name = name
+        self.clips = clips
+        self.sampled = sampled
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.publishers: dict[str, ClipPublisher] = {}
+        self.counter: RtpCounter | None = None
+        self.received: dict[str, Received] = {}
+        self.video: set[int] = set()
+        self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.sio.on("video:offer", self._on_offer)
+
+    async def _on_offer(self, message: dict[str, Any]) -> None:
+        if message.get("from") == "sfu":
+            self._offers.put_nowait(message["offer"])
+
+    async def join(self, room: str) -> None:
+        await self.sio.connect(self.url, auth={"userId": self.name}, transports=["websocket"])
+        self._task = asyncio.create_task(self._answer_offers())
+        ack = await self.sio.call("video:join-room", {"roomId": room}, timeout=10)
+        if not ack.get("ok"):
+            raise RuntimeError(f"join refused: {ack}")
+
+    async def _answer_offers(self) -> None:
+        while True:
+            offer = await self._offers.get()
+            await self.pc.setRemoteDescription(RTCSessionDescription(**offer))
+            self.video = video_ssrcs(offer["sdp"])
+            transceivers = self.pc.getTransceivers()
+            if not self.sampled and self.counter is None:
+                self.counter = RtpCounter(transceivers[0].receiver.transport)
+            for t in transceivers:
+                mid = t.mid or ""
+                if self.sampled and mid not in self.received:
+                    self.received[mid] = receive_encoded(t.receiver, t.kind, lambda: "")
+                if _aiortc.offered_direction(t) == "sendonly" and t.kind not in self.publishers:
+                    t.direction = "sendonly"
+                    self.publishers[t.kind] = ClipPublisher(t, self.clips[t.kind])
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            local = self.pc.localDescription
+            await self.sio.emit(
+                "video:answer", {"to": "sfu", "answer": {"type": local.type, "sdp": local.sdp}}
+            )
+            for publisher in self.publishers.values():
+                if publisher._timer is None:
+                    publisher.start()
+
+    def video_frames(self) -> dict[str, int]:
+        """Frames received per video stream so far."""
+        if self.counter is not None:
+            return {str(s): c.frames for s, c in self.counter.streams.items() if s in self.video}
+        video = {t.mid for t in self.pc.getTransceivers() if t.kind == "video"}
+        return {mid: len(r.frames) for mid, r in self.received.items() if r.frames and mid in video}
+
+    def packets(self) -> int:
+        if self.counter is not None:
+            return self.counter.packets()
+        return sum(r.assembler.packets for r in self.received.values() if r.assembler is not None)
+
+    async def close(self) -> None:
+        for publisher in self.publishers.values():
+            publisher.stop()
+        if self._task is not None:
+            self._task.cancel()
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect()
+        await self.pc.close()
+
+
+@dataclass
+class Row:
+    mode: str
+    participants: int
+    workers: int
+    server_cpu_s_per_s: float
+    packets_per_s: float
+    cpu_us_per_packet: float
+    fps_publisher: float
+    fps_min: float
+    fps_median: float
+    fps_sampled_min: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    loadgen_cpu_s_per_s: float
+    rss_kb_per_stream: float
+    setup_s: float
+
+
+def _cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+async def run_case(
+    mode: str, n: int, seconds: float, warmup: float, clips: dict[str, Packetized]
+) -> Row:
+    env = {"ROOM_MODE": "sfu", "MAX_PARTICIPANTS": str(max(16, n))}
+    async with running_server("--serve", mode, module="benchmarks.room", env=env) as server:
+        rss0 = psutil.Process(server.pid).memory_info().rss
+        room = f"bench-{uuid.uuid4().hex[:6]}"
+        people = [Participant(server.url, f"p{i}", clips, sampled=i == 0) for i in range(n)]
+        started = time.monotonic()
+        try:
+            for person in people:
+                await person.join(room)
+
+            def complete() -> bool:
+                return all(
+                    len([f for f in p.video_frames().values() if f > 0]) >= n - 1 for p in people
+                )
+
+            deadline = started + SETUP_TIMEOUT
+            while not complete():
+                if time.monotonic() > deadline:
+                    got = [len(p.video_frames()) for p in people]
+                    raise RuntimeError(f"{mode} N={n}: streams per participant {got}")
+                await asyncio.sleep(0.1)
+            setup = time.monotonic() - started
+            await asyncio.sleep(warmup)
+            me = os.getpid()
+            frames0 = [p.video_frames() for p in people]
+            vframes0 = [p.publishers["video"]._n for p in people]
+            packets0 = sum(p.packets() for p in people)
+            recorders: list[Any] = [p.counter for p in people if p.counter is not None]
+            recorders += [p.publishers["video"] for p in people]
+            for recorder in recorders:
+                recorder.record = True
+            cpu0, gen0, t0 = _cpu(server.pid), _cpu(me), time.monotonic()
+            await asyncio.sleep(seconds)
+            cpu1, gen1, t1 = _cpu(server.pid), _cpu(me), time.monotonic()
+            for recorder in recorders:
+                recorder.record = False
+            latency = sorted(latencies_ms(people))
+            frames1 = [p.video_frames() for p in people]
+            vframes1 = [p.publishers["video"]._n for p in people]
+            packets1 = sum(p.packets() for p in people)
+            rss = psutil.Process(server.pid).memory_info().rss
+            elapsed = t1 - t0
+            fps = [
+                (after[k] - before.get(k, 0)) / elapsed
+                for before, after in zip(frames0, frames1, strict=True)
+                for k in after
+            ]
+            sampled = [(frames1[0][k] - frames0[0].get(k, 0)) / elapsed for k in frames1[0]]
+            cpu = (cpu1 - cpu0) / elapsed
+            packets = (packets1 - packets0) / elapsed
+            return Row(
+                mode=mode,
+                participants=n,
+                workers=1,
+                server_cpu_s_per_s=cpu,
+                packets_per_s=packets,
+                cpu_us_per_packet=cpu * 1e6 / packets if packets else float("nan"),
+                fps_publisher=statistics.median(
+                    (b - a) / elapsed for a, b in zip(vframes0, vframes1, strict=True)
+                ),
+                fps_min=min(fps),
+                fps_median=statistics.median(fps),
+                fps_sampled_min=min(sampled) if sampled else float("nan"),
+                latency_ms_p50=statistics.median(latency) if latency else float("nan"),
+                latency_ms_p99=latency[int(0.99 * (len(latency) - 1))] if latency else float("nan"),
+                loadgen_cpu_s_per_s=(gen1 - gen0) / elapsed,
+                rss_kb_per_stream=(rss - rss0) / 1024 / (2 * n * (n - 1)),
+                setup_s=setup,
+            )
+        finally:
+            for person in people:
+                await person.close()
+
+
+def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
+    groups: dict[tuple[int, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.participants, row.mode), []).append(row)
+    out: list[dict[str, Any]] = []
+    for (n, mode), runs in sorted(groups.items()):
+        entry: dict[str, Any] = {"mode": mode, "participants": n, "workers": 1, "rounds": len(runs)}
+        for key, value in vars(runs[0]).items():
+            if isinstance(value, float):
+                entry[key] = round(statistics.median(getattr(r, key) for r in runs), 4)
+        out.append(entry)
+    floors = {e["participants"]: e["cpu_us_per_packet"] for e in out if e["mode"] == "floor"}
+    for entry in out:
+        floor = floors.get(entry["participants"])
+        entry["floor_us_per_packet"] = floor
+        entry["ratio_to_floor"] = round(entry["cpu_us_per_packet"] / floor, 2) if floor else None
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="One sfu room of N participants, 480p30 VP8 + Opus each (medians)")
+    cols = (
+        "N",
+        "mode",
+        "CPU s/s",
+        "pkt/s",
+        "µs/pkt",
+        "x floor",
+        "fps pub",
+        "fps min",
+        "fps med",
+        "loadgen s/s",
+    )
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in rows:
+        ratio = r["ratio_to_floor"]
+        table.add_row(
+            str(r["participants"]),
+            r["mode"],
+            f"{r['server_cpu_s_per_s']:.3f}",
+            f"{r['packets_per_s']:.0f}",
+            f"{r['cpu_us_per_packet']:.1f}",
+            "-" if ratio is None else f"{ratio:.2f}",
+            f"{r['fps_publisher']:.1f}",
+            f"{r['fps_min']:.1f}",
+            f"{r['fps_median']:.1f}",
+            f"{r['loadgen_cpu_s_per_s']:.2f}",
+        )
+    Console(width=130).print(table)
+
+
+def _plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for mode, style in (("forward", "o-"), ("floor", "^:")):
+        mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["participants"])
+        if not mine:
+            continue
+        ns = [r["participants"] for r in mine]
+        axes[0].plot(ns, [r["server_cpu_s_per_s"] for r in mine], style, label=mode)
+        axes[1].plot(ns, [r["cpu_us_per_packet"] for r in mine], style, label=mode)
+        axes[2].plot(ns, [r["fps_min"] for r in mine], style, label=f"{mode} min")
+    axes[0].axhline(1.0, color="grey", linewidth=0.8, linestyle="--", label="one core")
+    for ax, title in zip(
+        axes,
+        ("server CPU-seconds per second", "server CPU µs per forwarded packet", "subscriber fps"),
+        strict=True,
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("participants")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def serve(mode: str) -> None:
+    """The server process of one case: ``python -m signaling``, with the floor if asked."""
+    if mode == "floor":
+        from benchmarks.fanout import install_floor
+
+        install_floor()
+    from signaling.__main__ import main as signaling_main
+
+    signaling_main([])
+
+
+async def _main(args: argparse.Namespace) -> list[Row]:
+    clips = {
+        "video": packetize(
+            encode_vp8_clip(width=640, height=480, fps=30, seconds=4.0, bitrate=1_000_000)
+        ),
+        "audio": packetize(encode_opus_clip(seconds=2.0)),
+    }
+    rows: list[Row] = []
+    for _ in range(args.rounds):
+        for n in [int(x) for x in args.participants.split(",") if x]:
+            for mode in [m for m in args.modes.split(",") if m]:
+                row = await run_case(mode, n, args.seconds, args.warmup, clips)
+                print(json.dumps(vars(row)), flush=True)
+                rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.room", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--participants", default="4,8,12,16,20", help="comma-separated N values")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measurement window")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=2, help="runs per case (medians)")
+    parser.add_argument("--modes", default=",".join(MODES), help="forward and/or floor")
+    parser.add_argument("--json", help="write the rows to this JSON file")
+    parser.add_argument("--plot", help="write a PNG plot to this file")
+    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    rows = median_rows(uvloop.run(_main(args)))
+    _table(rows)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(
+                {"started": started, "machine": machine(), "argv": sys.argv, "rows": rows},
+                f,
+                indent=2,
+            )
+    if args.plot:
+        _plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()
