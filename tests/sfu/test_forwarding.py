@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import unpack_remb_fci
 
 from benchmarks._media import Clip, encode_h264_clip
-from sfu import MediaConfig, MediaError, MediaPlane, _aiortc
+from sfu import MediaConfig, MediaError, MediaLoss, MediaPlane, _aiortc
 from sfu._aiortc import COUNTERS
 
 from .peers import DecodeCounter, PeerClient, settle_tasks, until
@@ -203,9 +204,10 @@ async def test_failed_ice_releases_the_participant_then_calls_on_failed(
     async def sink(kind: str, payload: dict[str, Any] | None) -> None:
         offers.append(payload)
 
-    async def on_failed() -> None:
+    async def on_failed(reason: MediaLoss) -> None:
         # the plane released the participant before telling signaling
         assert ROOM not in plane.stats()["rooms"]
+        assert reason == "failed"
         failed.set()
 
     await plane.join(ROOM, "ghost", sink, on_failed)
@@ -360,3 +362,51 @@ async def test_aiortc_media_loops_never_run_for_the_sfus_transceivers(
     finally:
         for peer in peers:
             await peer.close()
+
+
+async def test_rtcp_reaches_both_ends_receiver_reports_remb_and_sender_reports(
+    plane: MediaPlane, vp8_clip: Clip
+) -> None:
+    alice = PeerClient(plane, ROOM, "alice", vp8_clip, None, mode="fill")
+    bob = PeerClient(plane, ROOM, "bob", None, None, mode="none")
+    got: list[Any] = []
+    try:
+        await alice.join()
+        await bob.join()
+        await bob.wait_frames("video", ["alice"], n=3)
+        publishing = next(t for t in alice.pc.getTransceivers() if t.sender.track is alice.cam)
+        receiving = next(
+            t for t in bob.pc.getTransceivers() if bob.msids.get(t.mid or "") == "alice"
+        )
+        arrived = asyncio.Event()
+        for part in (publishing.sender, receiving.receiver):
+            handle = part._handle_rtcp_packet
+
+            async def record(packet: Any, handle: Any = handle) -> None:
+                got.append(packet)
+                arrived.set()
+                await handle(packet)
+
+            part._handle_rtcp_packet = record  # type: ignore[method-assign]
+        ssrc = publishing.sender._ssrc
+        kinds = {"rr": False, "remb": False, "sr": False}
+
+        def seen() -> bool:
+            for packet in got:
+                name = type(packet).__name__
+                if name in ("RtcpRrPacket", "RtcpSrPacket") and any(
+                    r.ssrc == ssrc for r in packet.reports
+                ):
+                    kinds["rr"] = True  # the SFU reports on what it receives from alice
+                if name == "RtcpPsfbPacket" and packet.fmt == 15:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                    assert ssrc in ssrcs and 150_000 <= bitrate <= 3_000_000
+                    kinds["remb"] = True
+                if name == "RtcpSrPacket" and packet.ssrc != ssrc:
+                    kinds["sr"] = True  # bob gets sender reports of his forwarded leg
+            return all(kinds.values())
+
+        await until(arrived, seen, timeout=8)
+    finally:
+        await alice.close()
+        await bob.close()

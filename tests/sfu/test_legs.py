@@ -478,3 +478,29 @@ async def test_a_subscriber_not_yet_connected_keeps_waiting_for_a_keyframe() -> 
     sub.up = True
     feed(source, stream[keys[1] :])
     assert is_keyframe_start(sub.packets[0])
+
+
+class Estimating(Subscriber):
+    def __init__(self, estimate: float | None) -> None:
+        super().__init__()
+        self.estimate = estimate
+
+    def receive_estimate(self) -> float | None:
+        return self.estimate
+
+
+async def test_remb_to_a_publisher_is_its_weakest_subscribers_estimate_with_a_floor() -> None:
+    config = SourceConfig(min_bitrate=150_000, max_bitrate=3_000_000)
+    source = video_source(Upstream(), config)
+    assert source.target_bitrate() == 3_000_000  # nobody estimates yet: the ceiling
+    subs = [Estimating(2_000_000), Estimating(400_000), Estimating(None)]
+    for i, sub in enumerate(subs):
+        leg = video_leg(sub, ssrc=0xE0 + 2 * i)
+        leg.attach(source)
+        leg.activate()
+    assert source.target_bitrate() == 400_000
+    subs[1].estimate = 50_000  # one struggling subscriber cannot starve everyone
+    assert source.target_bitrate() == 150_000
+    subs[0].estimate = 9_000_000
+    subs[1].estimate = None
+    assert source.target_bitrate() == 3_000_000
