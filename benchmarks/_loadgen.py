@@ -183,6 +183,7 @@ class StreamCount:
     """Packets with the marker bit: video frames (Opus marks only talkspurt starts)."""
     arrivals: list[tuple[int, float]] = field(default_factory=list)
     """(RTP timestamp, arrival) of each frame's marker packet, when recorded."""
+    first_frame_at: float | None = None
 
 
 class RtpCounter:
@@ -204,6 +205,8 @@ class RtpCounter:
         stream.packets += 1
         if data[1] & 0x80:
             stream.frames += 1
+            if stream.first_frame_at is None:
+                stream.first_frame_at = time.monotonic()
             if self.record:
                 (ts,) = struct.unpack_from("!I", data, 4)
                 stream.arrivals.append((ts, time.monotonic()))

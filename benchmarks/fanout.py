@@ -7,6 +7,8 @@ in its own process (``--serve``) and its CPU, read with ``psutil`` over the meas
 window, excludes the load generator's. Modes, each in the same run:
 
 * ``forward``: :class:`sfu.MediaPlane`, the SFU as it runs;
+* ``replay``: the same, but a new subscriber starts from the cached last keyframe and the
+  packets since (when they are few) instead of asking the publisher for a keyframe;
 * ``floor``: the same connections, but each publisher packet is unprotected once and, per
   subscriber, only its header rewritten with ``struct``, protected and sent: what a Python
   packet forwarder cannot go below;
@@ -52,10 +54,13 @@ from benchmarks._media import Received, encode_vp8_clip, receive_encoded
 from benchmarks._report import machine
 from sfu import MediaConfig, MediaPlane
 from sfu.rtp import HEADER
+from sfu.source import SourceConfig
 from sfu.transport import MediaTransport
 
 ROOM = "bench"
-MODES = ("forward", "floor", "relay")
+MODES = ("forward", "replay", "floor", "relay")
+REPLAY_PACKETS = 300
+"""``replay``: the SFU as it runs, but new subscribers start from the cached keyframe."""
 
 
 def _config() -> RTCConfiguration:
@@ -149,7 +154,12 @@ def install_floor() -> None:
 async def _serve(mode: str) -> None:
     if mode == "floor":
         install_floor()
-    plane = MediaPlane(MediaConfig(ice_servers=[])) if mode in ("forward", "floor") else None
+    config = MediaConfig(
+        ice_servers=[], source=SourceConfig(keyframe_replay_packets=REPLAY_PACKETS)
+    )
+    if mode != "replay":
+        config = MediaConfig(ice_servers=[])
+    plane = MediaPlane(config) if mode != "relay" else None
     relay = _RelayRoom() if mode == "relay" else None
     tasks: set[asyncio.Future[None]] = set()
 
@@ -212,6 +222,7 @@ class _Peer:
         self.counter: RtpCounter | None = None
         self.received: list[Received] = []
         self.answered = asyncio.Event()
+        self.answered_at: float | None = None
         self.got_frame = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -254,6 +265,8 @@ class _Peer:
         await _write(self._writer, {"op": "answer", "sdp": self.pc.localDescription.sdp})
         if self.publisher is not None and self.publisher._timer is None:
             self.publisher.start()
+        if self.answered_at is None:
+            self.answered_at = time.monotonic()
         self.answered.set()
 
     def frames(self) -> int:
@@ -270,6 +283,16 @@ class _Peer:
         if self.counter is not None:
             return [a for s in self.counter.streams.values() for a in s.arrivals]
         return [(f[2], f[3]) for r in self.received for f in r.frames]
+
+    def first_frame_ms(self) -> float:
+        """From this subscriber's first answer to its first whole frame."""
+        if self.counter is not None:
+            firsts = [s.first_frame_at for s in self.counter.streams.values() if s.first_frame_at]
+        else:
+            firsts = [r.frames[0][3] for r in self.received if r.frames]
+        if not firsts or self.answered_at is None:
+            return float("nan")
+        return (min(firsts) - self.answered_at) * 1000
 
     async def wait_first_frame(self) -> None:
         while self.frames() == 0:
@@ -336,6 +359,8 @@ class Row:
     fps_sampled: float
     latency_ms_p50: float
     latency_ms_p99: float
+    first_frame_ms: float
+    keyframe_requests: int
     loadgen_cpu_s_per_s: float
 
     def as_json(self) -> dict[str, Any]:
@@ -402,6 +427,8 @@ async def run_case(mode: str, k: int, seconds: float, clip: Packetized, warmup: 
             fps_sampled=fps[0],
             latency_ms_p50=statistics.median(latencies) if latencies else float("nan"),
             latency_ms_p99=_percentile(latencies, 0.99),
+            first_frame_ms=statistics.median(s.first_frame_ms() for s in subs),
+            keyframe_requests=publisher.publisher.keyframe_requests,
             loadgen_cpu_s_per_s=(gen1 - gen0) / elapsed,
         )
     finally:
@@ -424,7 +451,7 @@ def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
     for (k, mode), runs in sorted(groups.items()):
         entry: dict[str, Any] = {"mode": mode, "subscribers": k, "rounds": len(runs)}
         for key, value in vars(runs[0]).items():
-            if isinstance(value, float):
+            if isinstance(value, float | int) and key != "subscribers":
                 entry[key] = round(statistics.median(getattr(r, key) for r in runs), 4)
         out.append(entry)
     floors = {e["subscribers"]: e["cpu_us_per_packet"] for e in out if e["mode"] == "floor"}
@@ -440,7 +467,19 @@ def _table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="Fan-out of one VP8 640x480 30 fps publisher (server process CPU, medians)")
-    cols = ("K", "mode", "CPU s/s", "pkt/s", "µs/pkt", "x floor", "fps min", "p50 ms", "p99 ms")
+    cols = (
+        "K",
+        "mode",
+        "CPU s/s",
+        "pkt/s",
+        "µs/pkt",
+        "x floor",
+        "fps min",
+        "p50 ms",
+        "p99 ms",
+        "1st frame ms",
+        "PLIs",
+    )
     for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
@@ -455,6 +494,8 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"{r['fps_min']:.1f}",
             f"{r['latency_ms_p50']:.1f}",
             f"{r['latency_ms_p99']:.1f}",
+            f"{r['first_frame_ms']:.0f}",
+            f"{r['keyframe_requests']:.0f}",
         )
     Console(width=120).print(table)
 
@@ -466,7 +507,7 @@ def _plot(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for mode, style in (("forward", "o-"), ("floor", "^:"), ("relay", "s--")):
+    for mode, style in (("forward", "o-"), ("replay", "x-"), ("floor", "^:"), ("relay", "s--")):
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["subscribers"])
         if not mine:
             continue

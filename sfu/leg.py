@@ -156,7 +156,7 @@ class Leg:
         if self.active:
             source.legs.append(self)
             if self.video:
-                source.request_keyframe()
+                source.start(self)
 
     def detach(self) -> None:
         source = self.source
@@ -177,7 +177,7 @@ class Leg:
         if source is not None and self not in source.legs:
             source.legs.append(self)
             if self.video:
-                source.request_keyframe()
+                source.start(self)
 
     def deactivate(self) -> None:
         self.active = False
@@ -206,10 +206,7 @@ class Leg:
             if self.waiting and not packet.keyframe:
                 return
             if not self.output.connected():
-                # The subscriber cannot take packets yet: wait for a keyframe it can use.
-                if packet.keyframe and self.source is not None:
-                    self.source.request_keyframe()
-                return
+                return  # not yet: its transport starts it (Source.start) once connected
             self._rebase(packet)
         elif seq < self.resume:
             return  # from before the last re-base: its numbers are taken

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from . import rtcp
 from .rtp import (
     RtpHeader,
+    abs_send_time,
     Vp8Descriptor,
     extensions,
     h264_frame_start,
@@ -61,6 +62,10 @@ class SourceConfig:
     """REMB to a publisher never goes below this, whatever one subscriber reports."""
     max_bitrate: int = 3_000_000
     """REMB to a publisher when no subscriber reports an estimate, and its ceiling."""
+    keyframe_replay_packets: int = 0
+    """A new video leg is started from the cached last keyframe and every packet since
+    (Galène's way, with the frames in between) when that is at most this many packets;
+    otherwise, and when 0, the publisher is asked for a keyframe (PLI)."""
 
 
 class Upstream(Protocol):
@@ -123,6 +128,9 @@ class Source:
         self._mask = size - 1
         self.highest: int | None = None
         self._renumber = False
+        self._keyframe_seq: int | None = None
+        """Extended sequence number of the first packet of the last keyframe."""
+        self.replays = 0
         self.missing: dict[int, list[float]] = {}
         """Extended seq -> [first seen missing, last NACKed, tries]."""
         self._nack_timer: asyncio.TimerHandle | None = None
@@ -212,6 +220,8 @@ class Source:
         slot = seq & self._mask
         self._cache[slot] = data
         self._cache_seq[slot] = seq
+        if packet.keyframe and seq == self.highest:
+            self._keyframe_seq = seq
         self.received += 1
         self.bytes += header.payload_end - header.payload_start
         if seq == self.highest:
@@ -236,6 +246,7 @@ class Source:
         """
         self.restarts += 1
         self._renumber = False
+        self._keyframe_seq = None
         self.missing.clear()
         seq = ((self.highest or 0) + MAX_JUMP + 0x10000) & ~0xFFFF | seq16
         self.highest = self._base = seq
@@ -279,7 +290,10 @@ class Source:
         codec = self.codecs.get(header.payload_type) if header is not None else None
         if header is None or codec is None:
             return None
-        return self._read(data, header, seq, time.monotonic(), codec)
+        packet = self._read(data, header, seq, time.monotonic(), codec)
+        if self.video:
+            packet.send_time = abs_send_time(time.time())
+        return packet
 
     # ---------------------------------------------------------------- loss repair upstream
 
@@ -335,6 +349,24 @@ class Source:
         self.request_keyframe()
 
     # ---------------------------------------------------------------- keyframes
+
+    def start(self, leg: Leg) -> None:
+        """A video leg begins: from the cached keyframe if it is recent, else by a PLI.
+
+        A leg whose subscriber is not connected yet is started by its transport later.
+        """
+        if not leg.output.connected():
+            return
+        first, last = self._keyframe_seq, self.highest
+        limit = self.config.keyframe_replay_packets
+        if first is not None and last is not None and 0 <= last - first < limit:
+            packets = [self.get(seq) for seq in range(first, last + 1)]
+            if all(p is not None for p in packets):
+                self.replays += 1
+                for packet in packets:
+                    leg.forward(packet)  # type: ignore[arg-type]
+                return
+        self.request_keyframe()
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, at most once per keyframe interval."""

@@ -71,6 +71,12 @@ class MediaTransport:
         self.dropped = 0
         self._failures = 0
         _aiortc.tap(dtls, self.on_datagram)
+
+        @dtls.on("statechange")
+        def on_state() -> None:
+            if dtls.state == "connected" and self._tx is None:
+                self._connect()
+
         self._schedule_rtcp()
 
     # ---------------------------------------------------------------- registry
@@ -128,10 +134,10 @@ class MediaTransport:
             return False
         self._rx, self._tx = sessions
         self._pairs = _aiortc.nominated_pairs(self._dtls)
-        # Keyframes sent before now could not reach this subscriber: ask again.
+        # Video legs negotiated before now could not start: they start now.
         for leg in set(self.legs.values()):
-            if leg.waiting and leg.source is not None:
-                leg.source.request_keyframe()
+            if leg.waiting and leg.active and leg.source is not None:
+                leg.source.start(leg)
         return True
 
     def on_datagram(self, data: bytes) -> None:

@@ -504,3 +504,28 @@ async def test_remb_to_a_publisher_is_its_weakest_subscribers_estimate_with_a_fl
     subs[0].estimate = 9_000_000
     subs[1].estimate = None
     assert source.target_bitrate() == 3_000_000
+
+
+async def test_a_new_leg_starts_from_the_cached_keyframe_when_it_is_recent() -> None:
+    up = Upstream()
+    stream = vp8_stream()
+    keys = [i for i, d in enumerate(stream) if is_keyframe_start(d)]
+    last = keys[-1]
+    source = video_source(up, SourceConfig(keyframe_replay_packets=len(stream)))
+    feed(source, stream)
+    plis = len(up.items(rtcp.KeyframeRequest))
+    late = Subscriber()
+    leg = video_leg(late)
+    leg.attach(source)
+    leg.activate()
+    # the last keyframe and everything since, at once, without asking the publisher
+    assert len(late.packets) == len(stream) - last
+    assert is_keyframe_start(late.packets[0])
+    assert len(up.items(rtcp.KeyframeRequest)) == plis and source.replays == 1
+    # too old a keyframe (more packets since than the limit): a PLI instead
+    source.config = SourceConfig(keyframe_replay_packets=2)
+    other = Subscriber()
+    leg2 = video_leg(other, ssrc=0xF0)
+    leg2.attach(source)
+    leg2.activate()
+    assert other.packets == [] and len(up.items(rtcp.KeyframeRequest)) == plis + 1
