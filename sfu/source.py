@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 from . import rtcp
 from .rtp import (
     RtpHeader,
-    abs_send_time,
     Vp8Descriptor,
+    abs_send_time,
     extensions,
     h264_frame_start,
     parse_header,
