@@ -3,9 +3,7 @@
 The SFU makes every offer on its connections. While an offer waits for its answer, later
 changes (someone joins, leaves, shares a screen) only mark the connection as due, and
 ride in one offer sent once the answer is in. An offer left unanswered is sent again once
-after ``answer_timeout_s``; if that one goes unanswered too, ``on_lost("unanswered")`` is
-called. A connection found closed when an offer is due is never offered to again:
-``on_lost("closed")``.
+after ``answer_timeout_s``; if that one goes unanswered too, ``on_unanswered`` is called.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
-
-from .answers import answer_problem
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +119,7 @@ class Negotiator:
         pc: RTCPeerConnection,
         send_offer: Callable[[dict[str, Any]], Awaitable[None]],
         answer_timeout_s: float,
-        on_lost: Callable[[str], Awaitable[None]],
+        on_unanswered: Callable[[], Awaitable[None]],
     ) -> None:
         self.pc = pc
         self.lock = asyncio.Lock()
@@ -133,7 +129,7 @@ class Negotiator:
         self.offers = 0
         self._send_offer = send_offer
         self._timeout = answer_timeout_s
-        self._on_lost = on_lost
+        self._on_unanswered = on_unanswered
         self._offer: dict[str, Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._resent = False
@@ -151,14 +147,11 @@ class Negotiator:
         async with self.lock:
             if self.closed:
                 return
-            if self.pc.connectionState in ("closed", "failed"):
-                self._spawn(self._on_lost("closed"))
-                return
             try:
                 offer = await self.pc.createOffer()
                 await self.pc.setLocalDescription(offer)
-            except InvalidStateError:  # it closed under us: nothing to offer, let it go
-                self._spawn(self._on_lost("closed"))
+            except InvalidStateError:
+                self.closed = True  # the connection closed under us: nothing to offer
                 return
             self._offer = {"type": "offer", "sdp": self.pc.localDescription.sdp}
         self.offers += 1
@@ -178,9 +171,6 @@ class Negotiator:
             local = self.pc.localDescription
             if not self.in_flight or local is None or self.pc.signalingState != "have-local-offer":
                 raise NegotiationError("no offer from the SFU is waiting for an answer")
-            problem = answer_problem(answer["sdp"], local.sdp)
-            if problem is not None:
-                raise NegotiationError(problem)
             sdp = clamp_directions(answer["sdp"], local.sdp)
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
@@ -207,11 +197,10 @@ class Negotiator:
             return
         if not self._resent:
             self._resent = True
-            logger.info("sfu: an offer went unanswered for %.0f s; sending it again", self._timeout)
             self._arm()
             self._spawn(self._send_offer(self._offer))
         else:
-            self._spawn(self._on_lost("unanswered"))
+            self._spawn(self._on_unanswered())
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -9,7 +9,7 @@ m-line the SFU sends on. Closing it closes all of these once, in that order.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -22,10 +22,7 @@ from .source import Codec, Source, SourceConfig
 from .transport import MediaTransport
 
 SignalSink = Callable[[str, dict[str, Any] | None], Awaitable[None]]
-MediaLoss = Literal["failed", "closed", "unanswered"]
-"""Why the plane let a participant's connection go: ICE/DTLS failed, the client closed it,
-or the client left the SFU's offer unanswered (after one re-offer)."""
-FailedCallback = Callable[[MediaLoss], Awaitable[None]]
+FailedCallback = Callable[[], Awaitable[None]]
 
 
 def codec_preferences(kind: str, video_codec: str) -> list[Any]:
@@ -98,7 +95,7 @@ class Participant:
         sink: SignalSink,
         on_failed: FailedCallback | None,
         answer_timeout_s: float,
-        on_lost: Callable[[str], Awaitable[None]],
+        on_unanswered: Callable[[], Awaitable[None]],
     ) -> None:
         self.room_id = room_id
         self.id = participant_id
@@ -107,7 +104,7 @@ class Participant:
         self.on_failed = on_failed
         self.closed = False
         self.transport: MediaTransport | None = None
-        self.negotiator = Negotiator(pc, self._send_offer, answer_timeout_s, on_lost)
+        self.negotiator = Negotiator(pc, self._send_offer, answer_timeout_s, on_unanswered)
         self.publications: dict[str, Publication] = {}
         """'audio' | 'video' | 'screen' -> the m-line this participant publishes on."""
         self.screen_transceiver: RTCRtpTransceiver | None = None

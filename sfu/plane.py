@@ -21,12 +21,12 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import _aiortc, metrics
 from .negotiation import NegotiationError, ssrcs_by_mid
-from .participant import FailedCallback, MediaLoss, Participant, SignalSink
+from .participant import FailedCallback, Participant, SignalSink
 from .source import Source, SourceConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaLoss", "MediaPlane", "SignalSink"]
+__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaPlane", "SignalSink"]
 
 
 class MediaError(Exception):
@@ -85,7 +85,6 @@ class MediaPlane:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closed_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._closed_peers = 0
-        self._joining: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         metrics.register(self)
 
     # ------------------------------------------------------------------ helpers
@@ -131,20 +130,21 @@ class MediaPlane:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            # "closed" while the plane did not close it: the client closed its end.
-            state = pc.connectionState
-            if state in ("failed", "closed") and not p.closed:
-                self._spawn(self._lost(p, state))
+            if pc.connectionState == "failed" and not p.closed:
+                self._spawn(self._failed(p))
 
-    async def _lost(self, p: Participant, reason: str) -> None:
-        """Let go of a connection that failed, closed or never answered; tell signaling."""
+    async def _failed(self, p: Participant) -> None:
         room = self._rooms.get(p.room_id)
         if room is None or room.participants.get(p.id) is not p:
             return
-        logger.info("sfu: connection of %s in %s %s", p.id, p.room_id, reason)
+        logger.info("sfu: connection of %s in %s failed", p.id, p.room_id)
         await self.leave(p.room_id, p.id)
-        if p.on_failed is not None and reason in ("failed", "closed", "unanswered"):
-            await p.on_failed(reason)  # type: ignore[arg-type]
+        if p.on_failed is not None:
+            await p.on_failed()
+
+    async def _unanswered(self, p: Participant) -> None:
+        logger.info("sfu: %s never answered its offer; its media is dropped", p.id)
+        await self._failed(p)
 
     async def _release(self, room: _Room, p: Participant) -> None:
         """Close ``p``; the others are already unsubscribed from its sources."""
@@ -176,29 +176,7 @@ class MediaPlane:
         """Create the participant's connection and offer it every live track of the room.
 
         The others are renegotiated when this participant's answer shows it publishes.
-        Joins of one participant run one at a time (a rejoin, a mode switch and a retry
-        may race): the last one's connection is the one that stays.
         """
-        key = (room_id, participant_id)
-        lock, users = self._joining.get(key, (asyncio.Lock(), 0))
-        self._joining[key] = (lock, users + 1)
-        try:
-            async with lock:
-                await self._join(room_id, participant_id, sink, on_failed)
-        finally:
-            lock, users = self._joining[key]
-            if users == 1:
-                del self._joining[key]
-            else:
-                self._joining[key] = (lock, users - 1)
-
-    async def _join(
-        self,
-        room_id: str,
-        participant_id: str,
-        sink: SignalSink,
-        on_failed: FailedCallback | None,
-    ) -> None:
         room = self._rooms.get(room_id)
         if room is not None and participant_id in room.participants:
             await self.leave(room_id, participant_id)
@@ -215,7 +193,7 @@ class MediaPlane:
             sink,
             on_failed,
             self.config.answer_timeout_s,
-            lambda reason: self._lost(p, reason),
+            lambda: self._unanswered(p),
         )
         # Own m-lines first (mic, camera), so a client that added its tracks before
         # applying the offer gets them associated with these recvonly m-lines.
