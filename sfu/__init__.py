@@ -4,6 +4,6 @@ No Socket.IO here: the signaling layer calls :class:`MediaPlane` and relays what
 sends through the :data:`SignalSink` it passed in.
 """
 
-from .plane import FailedCallback, MediaConfig, MediaError, MediaPlane, SignalSink
+from .plane import FailedCallback, MediaConfig, MediaError, MediaLoss, MediaPlane, SignalSink
 
-__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaPlane", "SignalSink"]
+__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaLoss", "MediaPlane", "SignalSink"]

@@ -16,6 +16,8 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
 
+from .answers import answer_problem
+
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -171,6 +173,9 @@ class Negotiator:
             local = self.pc.localDescription
             if not self.in_flight or local is None or self.pc.signalingState != "have-local-offer":
                 raise NegotiationError("no offer from the SFU is waiting for an answer")
+            problem = answer_problem(answer["sdp"], local.sdp)
+            if problem is not None:
+                raise NegotiationError(problem)
             sdp = clamp_directions(answer["sdp"], local.sdp)
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))

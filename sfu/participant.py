@@ -9,7 +9,7 @@ m-line the SFU sends on. Closing it closes all of these once, in that order.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -22,7 +22,10 @@ from .source import Codec, Source, SourceConfig
 from .transport import MediaTransport
 
 SignalSink = Callable[[str, dict[str, Any] | None], Awaitable[None]]
-FailedCallback = Callable[[], Awaitable[None]]
+MediaLoss = Literal["failed", "closed", "unanswered"]
+"""Why the plane let a participant's connection go: ICE/DTLS failed, the client closed it,
+or the client left the SFU's offer unanswered (after one re-offer)."""
+FailedCallback = Callable[[MediaLoss], Awaitable[None]]
 
 
 def codec_preferences(kind: str, video_codec: str) -> list[Any]:
@@ -183,6 +186,12 @@ class Participant:
         for sub in self.free:
             if sub.transceiver.currentDirection == "inactive":
                 sub.reusable = True
+
+    @property
+    def usable(self) -> bool:
+        """Neither released by the plane nor closed under it (the client closed its end:
+        aiortc then closes ours, and any renegotiation of it would raise)."""
+        return not self.closed and not self.negotiator.closed and self.pc.signalingState != "closed"
 
     def legs(self) -> list[Leg]:
         return [s.leg for s in (*self.subscriptions.values(), *self.free)]

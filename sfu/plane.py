@@ -21,12 +21,12 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import _aiortc, metrics
 from .negotiation import NegotiationError, ssrcs_by_mid
-from .participant import FailedCallback, Participant, SignalSink
+from .participant import FailedCallback, MediaLoss, Participant, SignalSink
 from .source import Source, SourceConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaPlane", "SignalSink"]
+__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaLoss", "MediaPlane", "SignalSink"]
 
 
 class MediaError(Exception):
@@ -85,6 +85,7 @@ class MediaPlane:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closed_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._closed_peers = 0
+        self._joining: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         metrics.register(self)
 
     # ------------------------------------------------------------------ helpers
@@ -116,35 +117,49 @@ class MediaPlane:
             metrics.FORWARDED_STREAMS.labels(sub.room_id).dec()
 
     async def _send_offer(self, p: Participant) -> None:
-        """Send a new offer, or coalesce into the next one if an offer is outstanding."""
+        """Send a new offer, or coalesce into the next one if an offer is outstanding.
+
+        A connection that closed or failed under us (the client closed its end) is never
+        renegotiated: it is let go, and nobody else's request fails because of it.
+        """
         if p.closed:
+            return
+        if not p.usable or p.pc.connectionState in ("closed", "failed"):
+            self._spawn(self._lost(p, "failed" if p.pc.connectionState == "failed" else "closed"))
             return
         try:
             await p.negotiator.negotiate()
         except Exception:
             if not p.closed:
                 logger.exception("sfu: offer to %s failed", p.id)
+        if not p.usable and not p.closed:  # aiortc refused: the connection closed meanwhile
+            self._spawn(self._lost(p, "closed"))
 
     def _watch(self, p: Participant) -> None:
         pc = p.pc
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState == "failed" and not p.closed:
-                self._spawn(self._failed(p))
+            # "closed" while the plane did not close it: the client closed its end (DTLS).
+            state = pc.connectionState
+            if state == "failed" and not p.closed:
+                self._spawn(self._lost(p, "failed"))
+            elif state == "closed" and not p.closed:
+                self._spawn(self._lost(p, "closed"))
 
-    async def _failed(self, p: Participant) -> None:
+    async def _lost(self, p: Participant, reason: MediaLoss) -> None:
+        """Let go of a connection that failed, closed or never answered; tell signaling."""
         room = self._rooms.get(p.room_id)
         if room is None or room.participants.get(p.id) is not p:
             return
-        logger.info("sfu: connection of %s in %s failed", p.id, p.room_id)
+        logger.info("sfu: connection of %s in %s %s", p.id, p.room_id, reason)
         await self.leave(p.room_id, p.id)
         if p.on_failed is not None:
-            await p.on_failed()
+            await p.on_failed(reason)
 
     async def _unanswered(self, p: Participant) -> None:
         logger.info("sfu: %s never answered its offer; its media is dropped", p.id)
-        await self._failed(p)
+        await self._lost(p, "unanswered")
 
     async def _release(self, room: _Room, p: Participant) -> None:
         """Close ``p``; the others are already unsubscribed from its sources."""
@@ -176,7 +191,29 @@ class MediaPlane:
         """Create the participant's connection and offer it every live track of the room.
 
         The others are renegotiated when this participant's answer shows it publishes.
+        Joins of one participant run one at a time (a rejoin, a mode switch and a retry
+        may race): the last one's connection is the one that stays.
         """
+        key = (room_id, participant_id)
+        lock, users = self._joining.get(key, (asyncio.Lock(), 0))
+        self._joining[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._join(room_id, participant_id, sink, on_failed)
+        finally:
+            lock, users = self._joining[key]
+            if users == 1:
+                del self._joining[key]
+            else:
+                self._joining[key] = (lock, users - 1)
+
+    async def _join(
+        self,
+        room_id: str,
+        participant_id: str,
+        sink: SignalSink,
+        on_failed: FailedCallback | None,
+    ) -> None:
         room = self._rooms.get(room_id)
         if room is not None and participant_id in room.participants:
             await self.leave(room_id, participant_id)
@@ -247,8 +284,14 @@ class MediaPlane:
         if room is None or p.closed or p.transport is None:
             return []
         changed: list[Participant] = []
-        # A participant whose connection is closing is on its way out: it gets no new m-lines.
-        others = [o for o in room.participants.values() if o is not p and not o.closed]
+        # A participant whose connection is closing is on its way out: it gets no new m-lines
+        # (aiortc would refuse them), and one the client closed is let go.
+        others = []
+        for o in room.participants.values():
+            if o is not p and o.usable:
+                others.append(o)
+            elif o is not p and not o.closed:
+                self._spawn(self._lost(o, "closed"))
         for publication in p.publications.values():
             source = publication.source
             sending = publication.sending()

@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import unpack_remb_fci
 
 from benchmarks._media import Clip, encode_h264_clip
-from sfu import MediaConfig, MediaError, MediaPlane, _aiortc
+from sfu import MediaConfig, MediaError, MediaLoss, MediaPlane, _aiortc
 from sfu._aiortc import COUNTERS
 
 from .peers import DecodeCounter, PeerClient, settle_tasks, until
@@ -204,9 +204,10 @@ async def test_failed_ice_releases_the_participant_then_calls_on_failed(
     async def sink(kind: str, payload: dict[str, Any] | None) -> None:
         offers.append(payload)
 
-    async def on_failed() -> None:
+    async def on_failed(reason: MediaLoss) -> None:
         # the plane released the participant before telling signaling
         assert ROOM not in plane.stats()["rooms"]
+        assert reason == "failed"
         failed.set()
 
     await plane.join(ROOM, "ghost", sink, on_failed)
