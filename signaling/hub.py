@@ -100,7 +100,7 @@ class MediaPlaneLike(Protocol):
         room_id: str,
         participant_id: str,
         sink: Callable[[str, dict[str, Any] | None], Awaitable[None]],
-        on_failed: Callable[[], Awaitable[None]] | None = None,
+        on_failed: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None: ...
 
     async def leave(self, room_id: str, participant_id: str) -> None: ...

@@ -112,7 +112,7 @@ class MediaRouter:
             elif kind == "ice-candidate":
                 await hub.emit("video:ice-candidate", {"from": SFU, "candidate": payload}, to=sid)
 
-        async def on_failed() -> None:
+        async def on_failed(reason: str = "failed") -> None:
             # The plane released the connection (ICE/DTLS failed): offer a fresh one, a few times.
             failures = self._failures.get(sid, 0) + 1
             self._failures[sid] = failures
