@@ -88,7 +88,9 @@ class Subscription:
 
 
 class Participant:
-    """Everything the SFU holds for one client in one room."""
+    """Everything the SFU holds for one SFU-aware client in one room: one connection."""
+
+    kind = "sfu"
 
     def __init__(
         self,
@@ -195,6 +197,9 @@ class Participant:
 
     def legs(self) -> list[Leg]:
         return [s.leg for s in (*self.subscriptions.values(), *self.free)]
+
+    def connections(self) -> int:
+        return 1
 
     def sources(self) -> list[Source]:
         return [p.source for p in self.publications.values()]

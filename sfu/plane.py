@@ -1,9 +1,11 @@
 """The media plane: rooms of participants, each forwarded to every other, packet by packet.
 
-One `RTCPeerConnection` per participant and the server makes every offer. A participant's
-tracks are forwarded once its answer shows it sends them; only then are the others
-renegotiated. Leaving recycles the departed publisher's m-lines at the others as
-inactive. A room owns its participants; closing it closes each of them once.
+An SFU-aware participant has one `RTCPeerConnection` with the SFU, and the SFU makes every
+offer on it: its tracks are forwarded once its answer shows it sends them, and only then
+are the others renegotiated; leaving recycles the departed publisher's m-lines at the others
+as inactive. A mesh participant (a client that does not know the SFU, `sfu.mesh`) has one
+connection per other participant, on which the SFU plays that participant. A room owns its
+participants; closing it closes each of them once.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,13 +21,27 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConne
 from aiortc.sdp import candidate_from_sdp
 
 from . import _aiortc, metrics
+from .mesh import MeshLink, MeshParticipant, MeshSink, offered_kinds
 from .negotiation import NegotiationError, ssrcs_by_mid
 from .participant import FailedCallback, MediaLoss, Participant, SignalSink
 from .source import Source, SourceConfig
+from .stats import Totals, counts_of, source_counts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaLoss", "MediaPlane", "SignalSink"]
+__all__ = [
+    "FailedCallback",
+    "MediaConfig",
+    "MediaError",
+    "MediaLoss",
+    "MediaPlane",
+    "MeshSink",
+    "SignalSink",
+]
+
+LINK_RETRIES = 3
+"""Times a mesh client's lost link to one peer is offered again before the SFU gives up."""
+Member = Participant | MeshParticipant
 
 
 class MediaError(Exception):
@@ -70,7 +85,10 @@ def _ice_servers(config: MediaConfig) -> list[RTCIceServer]:
 class _Room:
     def __init__(self, room_id: str) -> None:
         self.id = room_id
-        self.participants: dict[str, Participant] = {}
+        self.participants: dict[str, Member] = {}
+
+    def others(self, p: Member) -> list[Member]:
+        return [o for o in self.participants.values() if o is not p and not o.closed]
 
 
 class MediaPlane:
@@ -83,14 +101,13 @@ class MediaPlane:
         self._ice_servers = _ice_servers(config)
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._closed_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._closed_peers = 0
+        self._totals = Totals()
         self._joining: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         metrics.register(self)
 
     # ------------------------------------------------------------------ helpers
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -100,11 +117,23 @@ class MediaPlane:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("sfu background task failed", exc_info=task.exception())
 
-    def _get(self, room_id: str, participant_id: str) -> Participant:
+    def _member(self, room_id: str, participant_id: str) -> Member:
         room = self._rooms.get(room_id)
         p = room.participants.get(participant_id) if room else None
         if p is None:
             raise MediaError(f"{participant_id!r} is not in media room {room_id!r}")
+        return p
+
+    def _get(self, room_id: str, participant_id: str) -> Participant:
+        p = self._member(room_id, participant_id)
+        if not isinstance(p, Participant):
+            raise MediaError("this client talks to its peers, not to the SFU")
+        return p
+
+    def _mesh(self, room_id: str, participant_id: str) -> MeshParticipant:
+        p = self._member(room_id, participant_id)
+        if not isinstance(p, MeshParticipant):
+            raise MediaError("this client talks to the SFU, not to its peers")
         return p
 
     def _subscribe(self, sub: Participant, source: Source) -> None:
@@ -161,18 +190,13 @@ class MediaPlane:
         logger.info("sfu: %s never answered its offer; its media is dropped", p.id)
         await self._lost(p, "unanswered")
 
-    async def _release(self, room: _Room, p: Participant) -> None:
+    async def _release(self, room: _Room, p: Member) -> None:
         """Close ``p``; the others are already unsubscribed from its sources."""
-        metrics.FORWARDED_STREAMS.labels(room.id).dec(len(p.subscriptions))
-        self._count_closed(p)
+        if isinstance(p, Participant):
+            metrics.FORWARDED_STREAMS.labels(room.id).dec(len(p.subscriptions))
+        metrics.PEER_CONNECTIONS.labels(room.id).dec(p.connections())
+        self._totals.fold(counts_of([p]))
         await p.close()
-        metrics.PEER_CONNECTIONS.labels(room.id).dec()
-
-    def _count_closed(self, p: Participant) -> None:
-        for name, by_kind in self._counts_of([p]).items():
-            for kind, value in by_kind.items():
-                self._closed_counts[name][kind] += value
-        self._closed_peers += 1
 
     def _drop_room_if_empty(self, room: _Room) -> None:
         if not room.participants and self._rooms.get(room.id) is room:
@@ -194,18 +218,51 @@ class MediaPlane:
         Joins of one participant run one at a time (a rejoin, a mode switch and a retry
         may race): the last one's connection is the one that stays.
         """
+        async with self._serialised(room_id, participant_id):
+            await self._join(room_id, participant_id, sink, on_failed)
+
+    async def join_mesh(
+        self,
+        room_id: str,
+        participant_id: str,
+        sink: MeshSink,
+        *,
+        offers_to_newcomers: bool = True,
+    ) -> None:
+        """A client that does not know the SFU: it offers to the participants it was told
+        about (`offer`); the SFU offers to it as each newcomer (``offers_to_newcomers``)."""
+        async with self._serialised(room_id, participant_id):
+            room = await self._room_for(room_id, participant_id)
+            p = MeshParticipant(
+                room_id, participant_id, sink, self._source_config, offers_to_newcomers
+            )
+            room.participants[participant_id] = p
+            await self._greet(room, p)
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, room_id: str, participant_id: str) -> AsyncIterator[None]:
         key = (room_id, participant_id)
         lock, users = self._joining.get(key, (asyncio.Lock(), 0))
         self._joining[key] = (lock, users + 1)
         try:
             async with lock:
-                await self._join(room_id, participant_id, sink, on_failed)
+                yield
         finally:
             lock, users = self._joining[key]
             if users == 1:
                 del self._joining[key]
             else:
                 self._joining[key] = (lock, users - 1)
+
+    async def _room_for(self, room_id: str, participant_id: str) -> _Room:
+        """The room, the participant's previous membership in it released."""
+        room = self._rooms.get(room_id)
+        if room is not None and participant_id in room.participants:
+            await self.leave(room_id, participant_id)
+            room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = _Room(room_id)
+        return room
 
     async def _join(
         self,
@@ -214,15 +271,8 @@ class MediaPlane:
         sink: SignalSink,
         on_failed: FailedCallback | None,
     ) -> None:
-        room = self._rooms.get(room_id)
-        if room is not None and participant_id in room.participants:
-            await self.leave(room_id, participant_id)
-            room = self._rooms.get(room_id)
-        if room is None:
-            room = self._rooms[room_id] = _Room(room_id)
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        room = await self._room_for(room_id, participant_id)
+        pc = RTCPeerConnection(self._rtc_config())
         p = Participant(
             room_id,
             participant_id,
@@ -243,27 +293,46 @@ class MediaPlane:
         metrics.PEER_CONNECTIONS.labels(room_id).inc()
         self._watch(p)
         await self._send_offer(p)
+        await self._greet(room, p)
+
+    def _rtc_config(self) -> RTCConfiguration:
+        return RTCConfiguration(
+            iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        )
 
     async def leave(self, room_id: str, participant_id: str) -> None:
-        """Release the participant's connection and recycle its m-lines at the others."""
+        """Release the participant's connections and recycle its m-lines at the others."""
         room = self._rooms.get(room_id)
         p = room.participants.pop(participant_id, None) if room else None
         if room is None or p is None:
             return
         p.closed = True
-        others = [
-            o for o in room.participants.values() if any(s in o.subscriptions for s in p.live)
+        live = p.live
+        renegotiate = [
+            o
+            for o in room.participants.values()
+            if isinstance(o, Participant) and any(s in o.subscriptions for s in live)
         ]
-        for other in others:
-            for source in p.live:
+        for other in renegotiate:
+            for source in live:
                 self._unsubscribe(other, source)
-        p.live.clear()
+        if isinstance(p, Participant):
+            p.live.clear()
         await self._release(room, p)
+        for member in list(room.participants.values()):
+            if isinstance(member, MeshParticipant):
+                await self._drop_link(member, participant_id)
         self._drop_room_if_empty(room)
-        await asyncio.gather(*(self._send_offer(o) for o in others))
+        await asyncio.gather(*(self._send_offer(o) for o in renegotiate))
 
-    async def answer(self, room_id: str, participant_id: str, answer: dict[str, Any]) -> None:
-        """Apply the client's answer; send the coalesced next offer if one is due."""
+    async def answer(
+        self, room_id: str, participant_id: str, answer: dict[str, Any], peer: str = "sfu"
+    ) -> None:
+        """Apply the client's answer to the SFU's offer (on its link to ``peer``, for a
+        mesh client); send the coalesced next offer if one is due."""
+        if peer != "sfu":
+            await self._answer_link(self._mesh(room_id, participant_id), peer, answer)
+            return
         p = self._get(room_id, participant_id)
         try:
             await p.negotiator.apply_answer(answer)
@@ -288,10 +357,13 @@ class MediaPlane:
         # (aiortc would refuse them), and one the client closed is let go.
         others = []
         for o in room.participants.values():
-            if o is not p and o.usable:
+            if not isinstance(o, Participant) or o is p:
+                continue
+            if o.usable:
                 others.append(o)
-            elif o is not p and not o.closed:
+            elif not o.closed:
                 self._spawn(self._lost(o, "closed"))
+        before = set(p.live)
         for publication in p.publications.values():
             source = publication.source
             sending = publication.sending()
@@ -310,20 +382,38 @@ class MediaPlane:
             else:
                 continue
             changed += [o for o in others if o not in changed]
+        if p.live != before:
+            self._refresh_links(room, p)
         return changed
 
     async def candidate(
-        self, room_id: str, participant_id: str, candidate: dict[str, Any] | None
+        self,
+        room_id: str,
+        participant_id: str,
+        candidate: dict[str, Any] | None,
+        peer: str = "sfu",
     ) -> None:
         """Add a trickled browser candidate; None or an empty one ends the candidates."""
-        p = self._get(room_id, participant_id)
         if candidate is not None and not isinstance(candidate, dict):
             raise MediaError("candidate must be an object or null")
+        owner: Participant | MeshLink | None
+        if peer == "sfu":
+            owner = self._get(room_id, participant_id)
+            pc, lock = owner.pc, owner.negotiator.lock
+        else:
+            owner = self._mesh(room_id, participant_id).links.get(peer)
+            if owner is None:
+                return  # a candidate of a connection already replaced: nothing to add it to
+            pc, lock = owner.pc, owner.lock
+
+        def closed() -> bool:
+            return owner is None or owner.closed
+
         text = candidate.get("candidate") if candidate else None
         if not text:
-            async with p.negotiator.lock:
-                if not p.closed and p.pc.remoteDescription is not None:
-                    await p.pc.addIceCandidate(None)
+            async with lock:
+                if not closed() and pc.remoteDescription is not None:
+                    await pc.addIceCandidate(None)
             return
         if not isinstance(text, str):
             raise MediaError("candidate.candidate must be a string")
@@ -335,17 +425,23 @@ class MediaPlane:
         # names (aiortc only feeds candidates to unbundled transceivers).
         ice.sdpMLineIndex = 0
         ice.sdpMid = None
-        async with p.negotiator.lock:
-            if p.closed:
+        async with lock:
+            if closed():
                 return
             try:
-                await p.pc.addIceCandidate(ice)
+                await pc.addIceCandidate(ice)
             except Exception:
                 raise MediaError("the candidate was refused") from None
 
     async def screen_share(self, room_id: str, participant_id: str, sharing: bool) -> None:
-        """Offer (or recycle) the publisher's screen m-line and (un)forward it to all."""
-        p = self._get(room_id, participant_id)
+        """Offer (or recycle) the publisher's screen m-line and (un)forward it to all.
+
+        A mesh client shares its screen in place of its camera (`replaceTrack`): nothing
+        to negotiate."""
+        member = self._member(room_id, participant_id)
+        if isinstance(member, MeshParticipant):
+            return
+        p = member
         room = self._rooms[room_id]
         others = [o for o in room.participants.values() if o is not p]
         if sharing:
@@ -362,13 +458,12 @@ class MediaPlane:
         if stopped is None:
             return
         source = stopped.source
-        affected = [o for o in others if source in o.subscriptions]
+        affected = [o for o in others if isinstance(o, Participant) and source in o.subscriptions]
         for other in affected:
             self._unsubscribe(other, source)
         p.live.discard(source)
-        for name, by_kind in self._source_counts([source]).items():
-            for kind, value in by_kind.items():
-                self._closed_counts[name][kind] += value
+        self._refresh_links(room, p)
+        self._totals.fold(source_counts([source]))
         source.close()
         if p.transport is not None:
             p.transport.remove_source(source)
@@ -398,37 +493,177 @@ class MediaPlane:
             with contextlib.suppress(BaseException):
                 await task
 
-    # ------------------------------------------------------------------ stats
+    # ------------------------------------------------------------------ mesh clients
+
+    async def offer(
+        self, room_id: str, participant_id: str, peer: str, offer: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A mesh client's offer to ``peer``: answered by the SFU playing ``peer``."""
+        p = self._mesh(room_id, participant_id)
+        room = self._rooms[room_id]
+        target = room.participants.get(peer)
+        if target is None or target is p:
+            raise MediaError(f"{peer!r} is not in media room {room_id!r}")
+        if not isinstance(offer, dict) or not isinstance(offer.get("sdp"), str):
+            raise MediaError("an offer is {type: 'offer', sdp: string}")
+        if offer.get("type", "offer") != "offer":
+            raise MediaError("expected an offer")
+        sdp = offer["sdp"]
+        replaced = await self._drop_link(p, peer, move_upload=False)
+        upload = p.upload_link() is None or (replaced is not None and replaced.upload)
+        link = self._new_link(p, peer, upload)
+        link.prepare(offered_kinds(sdp), self.config.video_codec)
+        try:
+            answer_sdp = await link.answer_offer(sdp)
+        except NegotiationError as exc:
+            await self._drop_link(p, peer)
+            raise MediaError(str(exc)) from None
+        self._started(room, p, link, sdp)
+        return {"type": "answer", "sdp": answer_sdp}
+
+    def _new_link(self, p: MeshParticipant, peer: str, upload: bool) -> MeshLink:
+        link = MeshLink(p, peer, RTCPeerConnection(self._rtc_config()), upload)
+        p.links[peer] = link
+        metrics.PEER_CONNECTIONS.labels(p.room_id).inc()
+        pc = link.pc
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and not link.closed:
+                self._spawn(self._link_lost(p, link))
+
+        return link
+
+    def _started(self, room: _Room, p: MeshParticipant, link: MeshLink, remote_sdp: str) -> None:
+        """A link is negotiated: the peer's media flows on it, and maybe the client's."""
+        before = set(p.live)
+        link.start(remote_sdp)
+        target = room.participants.get(link.peer)
+        if target is not None:
+            self._attach_link(link, target)
+        if p.live != before:
+            for other in room.others(p):
+                if isinstance(other, Participant) and other.usable:
+                    for source in p.live - before:
+                        self._subscribe(other, source)
+                    self._spawn(self._send_offer(other))
+            self._refresh_links(room, p)
+
+    async def _greet(self, room: _Room, newcomer: Member) -> None:
+        """The SFU offers to every mesh client that waits for newcomers, as ``newcomer``."""
+        for other in room.others(newcomer):
+            if isinstance(other, MeshParticipant) and other.offers_to_newcomers:
+                await self._offer_link(other, newcomer.id, other.upload_link() is None)
+
+    async def _offer_link(self, p: MeshParticipant, peer: str, upload: bool) -> None:
+        """A fresh link offered by the SFU as ``peer`` (clients answer every offer with a
+        new connection, so a link is replaced rather than renegotiated)."""
+        await self._drop_link(p, peer, move_upload=False)
+        link = self._new_link(p, peer, upload)
+        link.prepare(["audio", "video"], self.config.video_codec)
+        resent = False
+
+        def unanswered() -> None:
+            nonlocal resent
+            if link.closed or link.established:
+                return
+            if not resent:
+                resent = True
+                self._spawn(p.sink(peer, "offer", {"type": "offer", "sdp": sdp}))
+                link._timer = asyncio.get_running_loop().call_later(
+                    self.config.answer_timeout_s, unanswered
+                )
+            else:
+                self._spawn(self._drop_link(p, peer))
+
+        sdp = await link.make_offer(self.config.answer_timeout_s, unanswered)
+        await p.sink(peer, "offer", {"type": "offer", "sdp": sdp})
+
+    async def _answer_link(self, p: MeshParticipant, peer: str, answer: dict[str, Any]) -> None:
+        link = p.links.get(peer)
+        if link is None:
+            raise MediaError(f"no offer from {peer!r} is waiting for an answer")
+        if not isinstance(answer, dict) or not isinstance(answer.get("sdp"), str):
+            raise MediaError("an answer is {type: 'answer', sdp: string}")
+        try:
+            await link.apply_answer(answer["sdp"])
+        except NegotiationError as exc:
+            raise MediaError(str(exc)) from None
+        room = self._rooms.get(p.room_id)
+        if room is not None and not link.closed:
+            self._started(room, p, link, answer["sdp"])
 
     @staticmethod
-    def _source_counts(sources: list[Source]) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for s in sources:
-            out["received_packets"][s.kind] += s.received
-            out["nacked_packets"][s.kind] += s.nacks_sent
-            out["keyframe_requests"][s.kind] += s.keyframe_requests
-            out["unrepairable_losses"][s.kind] += s.lost
-        return out
+    def _mesh_view(publisher: Member) -> dict[str, Source | None]:
+        """What a mesh client receives from ``publisher``: its microphone, and its screen
+        in place of its camera while it shares one."""
+        if isinstance(publisher, MeshParticipant):
+            return {kind: publisher.own.get(kind) for kind in ("audio", "video")}
+        live = publisher.live
+        pubs = publisher.publications
 
-    def _counts_of(self, participants: list[Participant]) -> dict[str, dict[str, int]]:
-        out = self._source_counts([s for p in participants for s in p.sources()])
-        for p in participants:
-            for leg in p.legs():
-                out["forwarded_packets"][leg.kind] += leg.packets
-                out["retransmitted_packets"][leg.kind] += leg.retransmits
-        return out
+        def of(key: str) -> Source | None:
+            pub = pubs.get(key)
+            return pub.source if pub is not None and pub.source in live else None
+
+        return {"audio": of("audio"), "video": of("screen") or of("video")}
+
+    def _attach_link(self, link: MeshLink, publisher: Member) -> None:
+        for kind, source in self._mesh_view(publisher).items():
+            link.attach(kind, source)
+
+    def _refresh_links(self, room: _Room, publisher: Member) -> None:
+        for other in room.others(publisher):
+            if isinstance(other, MeshParticipant):
+                link = other.links.get(publisher.id)
+                if link is not None and link.established:
+                    self._attach_link(link, publisher)
+
+    async def _drop_link(
+        self, p: MeshParticipant, peer: str, move_upload: bool = True
+    ) -> MeshLink | None:
+        link = p.links.pop(peer, None)
+        if link is None:
+            return None
+        self._totals.fold(counts_of([_LinkCounts(link)]))
+        metrics.PEER_CONNECTIONS.labels(p.room_id).dec()
+        await link.close()
+        if link.upload and move_upload and not p.closed:
+            await self._move_upload(p)
+        return link
+
+    async def _move_upload(self, p: MeshParticipant) -> None:
+        """The link carrying the client's own media is gone: another link takes it over
+        (a fresh offer as that peer, now accepting the client's microphone and camera)."""
+        for peer, link in list(p.links.items()):
+            if link.established and not link.closed:
+                logger.info("sfu: %s uploads on its link to %s now", p.id, peer)
+                await self._offer_link(p, peer, upload=True)
+                return
+
+    async def _link_lost(self, p: MeshParticipant, link: MeshLink) -> None:
+        """The client closed (or lost) its connection to ``link.peer``: offer it again,
+        a few times, while both are still in the room."""
+        if p.links.get(link.peer) is not link:
+            return
+        await self._drop_link(p, link.peer, move_upload=False)
+        room = self._rooms.get(p.room_id)
+        tries = p.retries.get(link.peer, 0)
+        if room is None or p.closed or link.peer not in room.participants or tries >= LINK_RETRIES:
+            if link.upload:
+                await self._move_upload(p)
+            return
+        p.retries[link.peer] = tries + 1
+        await asyncio.sleep(0.5 * 2**tries)
+        if not p.closed and link.peer in room.participants and link.peer not in p.links:
+            await self._offer_link(p, link.peer, link.upload or p.upload_link() is None)
+
+    # ------------------------------------------------------------------ stats
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Prometheus counters: what live and closed participants received and forwarded."""
-        live = self._counts_of([p for r in self._rooms.values() for p in r.participants.values()])
-        out: dict[str, dict[str, int]] = {}
-        for name in metrics.COUNTERS:
-            kinds = set(live.get(name, {})) | set(self._closed_counts.get(name, {}))
-            out[name] = {
-                k: live.get(name, {}).get(k, 0) + self._closed_counts.get(name, {}).get(k, 0)
-                for k in kinds
-            }
-        return out
+        members = [p for r in self._rooms.values() for p in r.participants.values()]
+        return self._totals.with_live(counts_of(members))
 
     def stats(self) -> dict[str, Any]:
         """Per-room and total counts (packets = RTP packets forwarded to subscribers)."""
@@ -442,12 +677,15 @@ class MediaPlane:
         }
         for room in self._rooms.values():
             ps = list(room.participants.values())
-            counts = self._counts_of(ps)
+            counts = counts_of(ps)
             entry = {
                 "participants": len(ps),
-                "peer_connections": len(ps),
+                "peer_connections": sum(p.connections() for p in ps),
                 "sources": sum(len(p.live) for p in ps),
-                "forwarded_streams": sum(len(p.subscriptions) for p in ps),
+                "forwarded_streams": sum(
+                    len(p.subscriptions) if isinstance(p, Participant) else len(p.legs())
+                    for p in ps
+                ),
                 "packets": sum(counts["forwarded_packets"].values()),
                 "received_packets": sum(counts["received_packets"].values()),
                 "retransmitted_packets": sum(counts["retransmitted_packets"].values()),
@@ -457,3 +695,16 @@ class MediaPlane:
             total["peer_connections"] += entry["peer_connections"]
             total["forwarded_streams"] += entry["forwarded_streams"]
         return {"rooms": rooms, "total": total}
+
+
+class _LinkCounts:
+    """A dropped link's legs, for the totals (its client's sources live on)."""
+
+    def __init__(self, link: MeshLink) -> None:
+        self._link = link
+
+    def sources(self) -> list[Source]:
+        return []
+
+    def legs(self) -> list[Any]:
+        return self._link.legs()

@@ -280,6 +280,13 @@ class Source:
             packet.audio_level = extensions(data, header).get(self.audio_level_id)
         return packet
 
+    def moved(self, upstream: Upstream) -> None:
+        """The publisher now sends from another connection: new SSRCs, a new numbering."""
+        self.upstream = upstream
+        self.media_ssrc = self.rtx_ssrc = None
+        self._renumber = self.highest is not None
+        self.missing.clear()
+
     def get(self, seq: int) -> InPacket | None:
         """The cached packet with this extended sequence number, read again (for a NACK)."""
         slot = seq & self._mask

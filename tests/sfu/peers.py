@@ -265,3 +265,134 @@ class SocketPlane:
         self, room_id: str, participant_id: str, candidate: dict[str, Any] | None
     ) -> None:
         await self.client.emit("video:ice-candidate", {"to": "sfu", "candidate": candidate})
+
+
+class MeshPeer:
+    """A client written like the documents' (one connection per peer, a new connection for
+    every offer received, streams keyed by the peer), talking to the plane directly.
+
+    It offers to the peers it is told about (`offer_to`), answers every offer the SFU makes
+    as a peer, and counts the encoded frames it receives from each peer.
+    """
+
+    def __init__(
+        self,
+        plane: Any,
+        room: str,
+        pid: str,
+        video: Clip | None,
+        audio: Clip | None,
+        offers_to_newcomers: bool = True,
+    ) -> None:
+        self.plane = plane
+        self.room = room
+        self.id = pid
+        self.offers_to_newcomers = offers_to_newcomers
+        self.clips = [c for c in (audio, video) if c is not None]
+        self.tracks: list[ReplayTrack] = []
+        self.pcs: dict[str, RTCPeerConnection] = {}
+        self.closing: list[RTCPeerConnection] = []
+        self.received: dict[str, list[Received]] = {}
+        self.offers: dict[str, list[str]] = {}
+        self.answers: dict[str, list[str]] = {}
+        self.changed = asyncio.Event()
+        self.errors: list[BaseException] = []
+        self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    async def join(self) -> None:
+        await self.plane.join_mesh(
+            self.room, self.id, self.sink, offers_to_newcomers=self.offers_to_newcomers
+        )
+
+    async def sink(self, peer: str, kind: str, payload: dict[str, Any] | None) -> None:
+        if kind == "offer" and payload is not None:
+            self._inbox.put_nowait((peer, payload))
+
+    def _new_pc(self, peer: str) -> RTCPeerConnection:
+        old = self.pcs.pop(peer, None)
+        if old is not None:
+            self.closing.append(old)  # closed with the client (the documents' never close it)
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.pcs[peer] = pc
+        self.received[peer] = []
+        # (aiortc stops a sender's track when its connection closes; browsers do not: each
+        # connection gets tracks of its own, as a browser's would all run from one camera)
+        for clip in self.clips:
+            track = ReplayTrack(clip)
+            self.tracks.append(track)
+            hook_publisher(pc.addTrack(track), track)
+        return pc
+
+    def _count(self, peer: str, pc: RTCPeerConnection) -> None:
+        for t in pc.getTransceivers():
+            self.received[peer].append(
+                receive_encoded(t.receiver, t.kind, lambda peer=peer: peer, self.changed.set)  # type: ignore[misc]
+            )
+
+    async def offer_to(self, peer: str) -> None:
+        """The documents' sendOffer(peer): a new connection with the camera, an offer."""
+        pc = self._new_pc(peer)
+        self._count(peer, pc)
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await self.plane.offer(
+            self.room, self.id, peer, {"type": "offer", "sdp": pc.localDescription.sdp}
+        )
+        self.answers.setdefault(peer, []).append(answer["sdp"])
+        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        self.changed.set()
+
+    async def _run(self) -> None:
+        while True:
+            peer, offer = await self._inbox.get()
+            try:
+                pc = self._new_pc(peer)
+                await pc.setRemoteDescription(RTCSessionDescription(**offer))
+                self._count(peer, pc)
+                await pc.setLocalDescription(await pc.createAnswer())
+                self.offers.setdefault(peer, []).append(offer["sdp"])
+                await self.plane.answer(
+                    self.room, self.id, {"type": "answer", "sdp": pc.localDescription.sdp}, peer
+                )
+            except Exception as exc:
+                self.errors.append(exc)
+            self.changed.set()
+
+    def frames_from(self, peer: str, kind: str = "video") -> int:
+        pc = self.pcs.get(peer)
+        if pc is None:
+            return 0
+        kinds = [t.kind for t in pc.getTransceivers()]
+        return sum(
+            len(r.frames)
+            for r, k in zip(self.received.get(peer, []), kinds, strict=False)
+            if k == kind
+        )
+
+    async def wait_frames(self, peers: list[str], n: int = 5, kind: str = "video") -> None:
+        starts = {p: self.frames_from(p, kind) for p in peers}
+        await until(
+            self.changed, lambda: all(self.frames_from(p, kind) >= starts[p] + n for p in peers)
+        )
+
+    def sending_links(self) -> list[str]:
+        """Peers whose connection carries this client's own media (its upload)."""
+        return [
+            peer
+            for peer, pc in self.pcs.items()
+            if any(
+                t.currentDirection in ("sendrecv", "sendonly") and t.sender.track
+                for t in pc.getTransceivers()
+            )
+        ]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        for pc in [*self.pcs.values(), *self.closing]:
+            await pc.close()
+        for track in self.tracks:
+            track.stop()

@@ -47,7 +47,9 @@ async def test_join_leave_churn_leaves_nothing_behind(
                 not p.negotiator.in_flight
                 and not p.negotiator.pending
                 and p.pc.signalingState == "stable"
-                for p in plane._rooms[ROOM].participants.values()
+                for p in map(
+                    lambda pid: plane._get(ROOM, pid), list(plane._rooms[ROOM].participants)
+                )
             )
 
         await poll_until(stable)

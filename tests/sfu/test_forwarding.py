@@ -52,7 +52,7 @@ async def test_three_peers_receive_each_other_from_a_keyframe_without_decoding(
             assert set(c.frames_by_stream("video")) == set(others)
             assert c.errors == []
         # carol's sloppy sendrecv answer was clamped: her own m-lines only receive
-        carol_pc = plane._rooms[ROOM].participants["carol"].pc
+        carol_pc = plane._get(ROOM, "carol").pc
         assert [t.currentDirection for t in carol_pc.getTransceivers()[:2]] == ["recvonly"] * 2
         stats = plane.stats()
         room = stats["rooms"][ROOM]
@@ -318,8 +318,7 @@ async def test_loss_on_the_publisher_and_on_one_subscriber_leg_is_repaired(
             await c.join()
         for c in (bob, carol):
             await c.wait_frames("video", ["alice"], n=3)
-        room = plane._rooms[ROOM]
-        sfu_alice = room.participants["alice"].transport
+        sfu_alice = plane._get(ROOM, "alice").transport
         assert sfu_alice is not None
         # 5 % of alice's datagrams never reach the SFU, 5 % of the SFU's never reach carol
         upstream = lose_every(sfu_alice._dtls, 20)
@@ -333,9 +332,9 @@ async def test_loss_on_the_publisher_and_on_one_subscriber_leg_is_repaired(
             # every frame complete and in order: each lost packet came back
             gaps = [b[1] - a[1] for a, b in itertools.pairwise(frames) if b[1] - a[1] != 3000]
             assert not gaps, (c.id, gaps)
-        source = room.participants["alice"].publications["video"].source
+        source = plane._get(ROOM, "alice").publications["video"].source
         assert source.nacks_sent >= len(upstream) // 2 and source.lost == 0
-        legs = {p: room.participants[p].subscriptions[source].leg for p in ("bob", "carol")}
+        legs = {p: plane._get(ROOM, p).subscriptions[source].leg for p in ("bob", "carol")}
         assert legs["carol"].retransmits > 0
         # bob's leg was healthy: it never had to resend or wait for a keyframe
         assert legs["bob"].retransmits == 0 and not legs["bob"].waiting

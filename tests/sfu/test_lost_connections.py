@@ -82,7 +82,7 @@ async def test_renegotiation_racing_a_close_skips_the_closed_connection(
         await bob.join()
         await carol.join()
         await carol.wait_frames("video", ["alice", "bob"], n=2)
-        closing = asyncio.ensure_future(plane._rooms[ROOM].participants["alice"].pc.close())
+        closing = asyncio.ensure_future(plane._get(ROOM, "alice").pc.close())
         await plane.leave(ROOM, "carol")  # renegotiates alice (closed) and bob
         await closing
         await until(losses.changed, lambda: losses.reasons == ["closed"])
