@@ -8,7 +8,7 @@ which the caller maps to the wire once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -82,6 +82,42 @@ class CloseRoom(Command):
     name: ClassVar[str] = "close-room"
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteJoin(Command):
+    """``participant`` joined the room on another worker or node (its tracks come later)."""
+
+    name: ClassVar[str] = "remote-join"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTracks(Command):
+    """What a remote participant publishes now, piped from ``origin`` (host, port)."""
+
+    origin: tuple[str, int] = ("", 0)
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+    """`sfu.pipes.PipedSource.wire()` of each track."""
+    name: ClassVar[str] = "remote-tracks"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteLeave(Command):
+    name: ClassVar[str] = "remote-leave"
+
+
+@dataclass(frozen=True, slots=True)
+class PipeTo(Command):
+    """Send ``participant``'s tracks down the pipe to ``address`` (host, port)."""
+
+    address: tuple[str, int] = ("", 0)
+    name: ClassVar[str] = "pipe-to"
+
+
+@dataclass(frozen=True, slots=True)
+class Unpipe(Command):
+    address: tuple[str, int] = ("", 0)
+    name: ClassVar[str] = "unpipe"
+
+
 # ------------------------------------------------------------------------------- replies
 
 
@@ -127,6 +163,14 @@ class OfferToClient(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Published(Event):
+    """A local participant's tracks changed (the coordinator tells the other workers)."""
+
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+    name: ClassVar[str] = "published"
+
+
+@dataclass(frozen=True, slots=True)
 class MediaLost(Event):
     """The plane let the client's SFU connection go (signaling offers a fresh one)."""
 
@@ -145,6 +189,12 @@ _TYPES: dict[str, type[Any]] = {
         Candidate,
         Screen,
         CloseRoom,
+        RemoteJoin,
+        RemoteTracks,
+        RemoteLeave,
+        PipeTo,
+        Unpipe,
+        Published,
         Done,
         Answered,
         Refused,
@@ -170,5 +220,9 @@ def decode(data: bytes | str) -> Message:
     if kind is None:
         raise ValueError("unknown message type")
     names = {f.name for f in fields(kind)}
-    message: Message = kind(**{k: v for k, v in raw.items() if k in names})
+    values = {k: v for k, v in raw.items() if k in names}
+    for name in ("origin", "address"):  # JSON has no tuples
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
+    message: Message = kind(**values)
     return message

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from . import _aiortc, metrics
 from .mesh import MeshLink, MeshParticipant, MeshSink, offered_kinds
 from .negotiation import NegotiationError, ssrcs_by_mid
 from .participant import FailedCallback, MediaLoss, Participant, SignalSink
+from .pipes import Address, PipedSource, PipeEndpoint, RemoteParticipant, pipe_leg, piped
 from .source import Source, SourceConfig
 from .stats import Totals, counts_of, source_counts
 
@@ -41,7 +42,9 @@ __all__ = [
 
 LINK_RETRIES = 3
 """Times a mesh client's lost link to one peer is offered again before the SFU gives up."""
-Member = Participant | MeshParticipant
+Member = Participant | MeshParticipant | RemoteParticipant
+PublishedCallback = Callable[[str, str, list[PipedSource]], Awaitable[None]]
+"""``(room, participant, tracks)``: a local participant's published tracks changed."""
 
 
 class MediaError(Exception):
@@ -102,6 +105,10 @@ class MediaPlane:
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._totals = Totals()
+        self.pipe: PipeEndpoint | None = None
+        self.on_published: PublishedCallback | None = None
+        self._pipe_targets: dict[tuple[str, str], set[Address]] = {}
+        self._pipe_legs: dict[tuple[str, str], dict[tuple[Address, str], Any]] = {}
         self._joining: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         metrics.register(self)
 
@@ -318,6 +325,7 @@ class MediaPlane:
                 self._unsubscribe(other, source)
         if isinstance(p, Participant):
             p.live.clear()
+        self._drop_pipes(room_id, participant_id)
         await self._release(room, p)
         for member in list(room.participants.values()):
             if isinstance(member, MeshParticipant):
@@ -384,6 +392,7 @@ class MediaPlane:
             changed += [o for o in others if o not in changed]
         if p.live != before:
             self._refresh_links(room, p)
+            self._published(room, p)
         return changed
 
     async def candidate(
@@ -439,7 +448,7 @@ class MediaPlane:
         A mesh client shares its screen in place of its camera (`replaceTrack`): nothing
         to negotiate."""
         member = self._member(room_id, participant_id)
-        if isinstance(member, MeshParticipant):
+        if not isinstance(member, Participant):
             return
         p = member
         room = self._rooms[room_id]
@@ -463,6 +472,7 @@ class MediaPlane:
             self._unsubscribe(other, source)
         p.live.discard(source)
         self._refresh_links(room, p)
+        self._published(room, p)
         self._totals.fold(source_counts([source]))
         source.close()
         if p.transport is not None:
@@ -548,6 +558,8 @@ class MediaPlane:
                         self._subscribe(other, source)
                     self._spawn(self._send_offer(other))
             self._refresh_links(room, p)
+        if link.upload:
+            self._published(room, p)  # (a moved upload may come with other payload types)
 
     async def _greet(self, room: _Room, newcomer: Member) -> None:
         """The SFU offers to every mesh client that waits for newcomers, as ``newcomer``."""
@@ -594,19 +606,20 @@ class MediaPlane:
             self._started(room, p, link, answer["sdp"])
 
     @staticmethod
-    def _mesh_view(publisher: Member) -> dict[str, Source | None]:
+    def _tracks(publisher: Member) -> dict[str, Source]:
+        """A participant's published tracks by key: 'audio', 'video', 'screen'."""
+        if isinstance(publisher, MeshParticipant):
+            return dict(publisher.own)
+        if isinstance(publisher, RemoteParticipant):
+            return dict(publisher.tracks)
+        live = publisher.live
+        return {k: pub.source for k, pub in publisher.publications.items() if pub.source in live}
+
+    def _mesh_view(self, publisher: Member) -> dict[str, Source | None]:
         """What a mesh client receives from ``publisher``: its microphone, and its screen
         in place of its camera while it shares one."""
-        if isinstance(publisher, MeshParticipant):
-            return {kind: publisher.own.get(kind) for kind in ("audio", "video")}
-        live = publisher.live
-        pubs = publisher.publications
-
-        def of(key: str) -> Source | None:
-            pub = pubs.get(key)
-            return pub.source if pub is not None and pub.source in live else None
-
-        return {"audio": of("audio"), "video": of("screen") or of("video")}
+        tracks = self._tracks(publisher)
+        return {"audio": tracks.get("audio"), "video": tracks.get("screen") or tracks.get("video")}
 
     def _attach_link(self, link: MeshLink, publisher: Member) -> None:
         for kind, source in self._mesh_view(publisher).items():
@@ -625,7 +638,7 @@ class MediaPlane:
         link = p.links.pop(peer, None)
         if link is None:
             return None
-        self._totals.fold(counts_of([_LinkCounts(link)]))
+        self._totals.fold(counts_of([_Legs(link.legs())]))
         metrics.PEER_CONNECTIONS.labels(p.room_id).dec()
         await link.close()
         if link.upload and move_upload and not p.closed:
@@ -657,6 +670,111 @@ class MediaPlane:
         await asyncio.sleep(0.5 * 2**tries)
         if not p.closed and link.peer in room.participants and link.peer not in p.links:
             await self._offer_link(p, link.peer, link.upload or p.upload_link() is None)
+
+    # ------------------------------------------------------------------ pipes
+
+    async def open_pipe(self, host: str = "127.0.0.1", advertise: str | None = None) -> Address:
+        """This plane's pipe socket, for rooms spread over several workers or nodes."""
+        if self.pipe is None:
+            self.pipe = PipeEndpoint()
+            await self.pipe.start(host, advertise)
+        return self.pipe.address
+
+    def _published(self, room: _Room, p: Member) -> None:
+        """A local participant's tracks changed: pipes follow, and whoever coordinates
+        the workers hears of it."""
+        if isinstance(p, RemoteParticipant):
+            return
+        self._sync_pipes(room.id, p)
+        if self.on_published is not None:
+            tracks = [piped(key, source) for key, source in self._tracks(p).items()]
+            self._spawn(self.on_published(room.id, p.id, tracks))
+
+    def pipe_to(self, room_id: str, participant_id: str, address: Address) -> None:
+        """Send the participant's tracks, from now on, down the pipe to ``address``."""
+        self._pipe_targets.setdefault((room_id, participant_id), set()).add(tuple(address))  # type: ignore[arg-type]
+        room = self._rooms.get(room_id)
+        p = room.participants.get(participant_id) if room else None
+        if p is not None:
+            self._sync_pipes(room_id, p)
+
+    def unpipe(self, room_id: str, participant_id: str, address: Address) -> None:
+        self._pipe_targets.get((room_id, participant_id), set()).discard(tuple(address))
+        room = self._rooms.get(room_id)
+        p = room.participants.get(participant_id) if room else None
+        if p is not None:
+            self._sync_pipes(room_id, p)
+
+    def _sync_pipes(self, room_id: str, p: Member) -> None:
+        if self.pipe is None:
+            return
+        key = (room_id, p.id)
+        legs = self._pipe_legs.setdefault(key, {})
+        wanted = {
+            (addr, track): source
+            for addr in self._pipe_targets.get(key, set())
+            for track, source in self._tracks(p).items()
+        }
+        for slot in list(legs):
+            leg = legs[slot]
+            if slot not in wanted or leg.source is not wanted[slot]:
+                self._close_pipe_leg(legs.pop(slot))
+        for slot, source in wanted.items():
+            if slot not in legs:
+                legs[slot] = pipe_leg(self.pipe, slot[0], slot[1], source)
+
+    def _close_pipe_leg(self, leg: Any) -> None:
+        self._totals.fold(counts_of([_Legs([leg])]))
+        leg.deactivate()
+        leg.detach()
+        if self.pipe is not None:
+            for slot, known in list(self.pipe.legs.items()):
+                if known is leg:
+                    del self.pipe.legs[slot]
+
+    def _drop_pipes(self, room_id: str, participant_id: str) -> None:
+        key = (room_id, participant_id)
+        self._pipe_targets.pop(key, None)
+        for leg in self._pipe_legs.pop(key, {}).values():
+            self._close_pipe_leg(leg)
+
+    async def remote_join(self, room_id: str, participant_id: str) -> None:
+        """A participant whose media runs on another worker joined: mesh clients here get
+        an offer as it, and its tracks arrive later (`remote_tracks`)."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = _Room(room_id)
+        if participant_id in room.participants:
+            return
+        remote = RemoteParticipant(room_id, participant_id, self._source_config)
+        room.participants[participant_id] = remote
+        await self._greet(room, remote)
+
+    async def remote_tracks(
+        self, room_id: str, participant_id: str, origin: Address, tracks: list[PipedSource]
+    ) -> None:
+        """What a remote participant publishes now, arriving by pipe from ``origin``."""
+        await self.remote_join(room_id, participant_id)
+        room = self._rooms[room_id]
+        remote = room.participants[participant_id]
+        if not isinstance(remote, RemoteParticipant) or self.pipe is None:
+            raise MediaError(f"{participant_id!r} is not a remote participant here")
+        before = remote.live
+        stopped = remote.update(self.pipe, tuple(origin), tracks)  # type: ignore[arg-type]
+        added = remote.live - before
+        renegotiate = []
+        for other in room.others(remote):
+            if not isinstance(other, Participant) or not other.usable:
+                continue
+            for source in stopped:
+                self._unsubscribe(other, source)
+            for source in added:
+                self._subscribe(other, source)
+            if stopped or added:
+                renegotiate.append(other)
+        self._totals.fold(source_counts(stopped))
+        self._refresh_links(room, remote)
+        await asyncio.gather(*(self._send_offer(o) for o in renegotiate))
 
     # ------------------------------------------------------------------ stats
 
@@ -697,14 +815,14 @@ class MediaPlane:
         return {"rooms": rooms, "total": total}
 
 
-class _LinkCounts:
-    """A dropped link's legs, for the totals (its client's sources live on)."""
+class _Legs:
+    """Legs whose counts go to the totals (a dropped link's, a closed pipe's)."""
 
-    def __init__(self, link: MeshLink) -> None:
-        self._link = link
+    def __init__(self, legs: list[Any]) -> None:
+        self._legs = legs
 
     def sources(self) -> list[Source]:
         return []
 
     def legs(self) -> list[Any]:
-        return self._link.legs()
+        return self._legs

@@ -24,11 +24,18 @@ from .commands import (
     MediaLost,
     Offer,
     OfferToClient,
+    PipeTo,
+    Published,
     Refused,
+    RemoteJoin,
+    RemoteLeave,
+    RemoteTracks,
     Reply,
     Screen,
+    Unpipe,
 )
 from .participant import MediaLoss
+from .pipes import PipedSource
 from .plane import MediaError, MediaPlane
 
 EventSink = Callable[[Event], Awaitable[None]]
@@ -49,6 +56,10 @@ class LocalMedia:
     def __init__(self, plane: MediaPlane, on_event: EventSink) -> None:
         self.plane = plane
         self.on_event = on_event
+        plane.on_published = self._published
+
+    async def _published(self, room: str, who: str, tracks: list[PipedSource]) -> None:
+        await self.on_event(Published(room, who, [t.wire() for t in tracks]))
 
     async def run(self, command: Command) -> Reply:
         try:
@@ -78,6 +89,17 @@ class LocalMedia:
                 await plane.screen_share(room, who, sharing)
             case CloseRoom():
                 await plane.close_room(room)
+            case RemoteJoin():
+                await plane.remote_join(room, who)
+            case RemoteTracks(origin=origin, tracks=tracks):
+                described = [PipedSource.from_wire(t) for t in tracks]
+                await plane.remote_tracks(room, who, origin, described)
+            case RemoteLeave():
+                await plane.leave(room, who)
+            case PipeTo(address=address):
+                plane.pipe_to(room, who, address)
+            case Unpipe(address=address):
+                plane.unpipe(room, who, address)
             case _:
                 return Refused(f"unknown command {command.name}")
         return Done()

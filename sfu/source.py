@@ -130,6 +130,8 @@ class Source:
         self._renumber = False
         self._keyframe_seq: int | None = None
         """Extended sequence number of the first packet of the last keyframe."""
+        self.pipe_ssrc: int | None = None
+        """The SSRC this track has on pipes to other workers (chosen when first piped)."""
         self.replays = 0
         self.missing: dict[int, list[float]] = {}
         """Extended seq -> [first seen missing, last NACKed, tries]."""

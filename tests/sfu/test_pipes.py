@@ -1,0 +1,150 @@
+"""One room on two planes (two workers): each track crosses the pipe once, both ways."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from benchmarks._media import Clip
+from sfu import MediaConfig, MediaPlane
+from sfu.pipes import PipedSource
+
+from .peers import MeshPeer, PeerClient, until
+
+ROOM = "piped"
+
+
+class Coordinator:
+    """What the worker pool does for a room on several planes, reduced to two planes."""
+
+    def __init__(self, planes: list[MediaPlane]) -> None:
+        self.planes = planes
+        for plane in planes:
+            plane.on_published = self._published(plane)
+
+    def _published(self, origin: MediaPlane):  # type: ignore[no-untyped-def]
+        async def published(room: str, who: str, tracks: list[PipedSource]) -> None:
+            assert origin.pipe is not None
+            for other in self.planes:
+                if other is not origin and other.pipe is not None:
+                    await other.remote_tracks(room, who, origin.pipe.address, tracks)
+                    origin.pipe_to(room, who, other.pipe.address)
+
+        return published
+
+    async def joined(self, home: MediaPlane, who: str) -> None:
+        for other in self.planes:
+            if other is not home:
+                await other.remote_join(ROOM, who)
+
+    async def left(self, home: MediaPlane, who: str) -> None:
+        await home.leave(ROOM, who)
+        for other in self.planes:
+            if other is not home:
+                await other.leave(ROOM, who)
+
+
+@pytest.fixture
+async def planes() -> AsyncIterator[list[MediaPlane]]:
+    made = [MediaPlane(MediaConfig(ice_servers=[])) for _ in range(2)]
+    for plane in made:
+        await plane.open_pipe("127.0.0.1")
+    yield made
+    for plane in made:
+        await plane.close()
+        if plane.pipe is not None:
+            plane.pipe.close()
+
+
+async def test_a_room_on_two_planes_forwards_every_track_across_the_pipe_once(
+    planes: list[MediaPlane], vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    a, b = planes
+    coordinator = Coordinator(planes)
+    ann = PeerClient(a, ROOM, "ann", vp8_clip, opus_clip)
+    ada = PeerClient(a, ROOM, "ada", None, None, mode="none")
+    ben = PeerClient(b, ROOM, "ben", vp8_clip, opus_clip)
+    bea = PeerClient(b, ROOM, "bea", None, None, mode="none")
+    try:
+        for peer, home in ((ann, a), (ada, a), (ben, b), (bea, b)):
+            await peer.join()
+            await coordinator.joined(home, peer.id)
+        for peer, far in ((ada, "ben"), (bea, "ann"), (ann, "ben"), (ben, "ann")):
+            await peer.wait_frames("video", [far], n=10)
+            await peer.wait_frames("audio", [far], n=10)
+            assert peer.frames_by_stream("video")[far][0][0] is True  # from a keyframe
+        # two subscribers on b, yet each of ann's tracks crosses the pipe once
+        assert a.pipe is not None and b.pipe is not None
+        assert len(b.pipe.sources) == 2 and len(a.pipe.sources) == 2
+        piped = sum(leg.packets for leg in a._pipe_legs[(ROOM, "ann")].values())
+        received = sum(s.received for s in b.pipe.sources.values())
+        assert piped > 0 and received >= piped * 0.9
+
+        # ann leaves: ben and bea are renegotiated, the pipe carries nothing for her
+        answered = bea.answered
+        await coordinator.left(a, "ann")
+        await until(bea.changed, lambda: bea.answered > answered)
+        assert len(b.pipe.sources) == 0 and (ROOM, "ann") not in a._pipe_legs
+        seen = ada.count_from("video", "ben")
+        await until(ada.changed, lambda: ada.count_from("video", "ben") > seen + 5)
+    finally:
+        for peer in (ann, ada, ben, bea):
+            await peer.close()
+
+
+async def test_keyframe_requests_and_loss_on_the_pipe_travel_back(
+    planes: list[MediaPlane], vp8_clip: Clip
+) -> None:
+    a, b = planes
+    coordinator = Coordinator(planes)
+    ann = PeerClient(a, ROOM, "ann", vp8_clip, None)
+    bea = PeerClient(b, ROOM, "bea", None, None, mode="none")
+    try:
+        await ann.join()
+        await coordinator.joined(a, "ann")
+        await bea.join()
+        await coordinator.joined(b, "bea")
+        await bea.wait_frames("video", ["ann"], n=3)
+        assert b.pipe is not None and a.pipe is not None
+        # every 10th datagram on the pipe is lost: b NACKs a over the pipe, a resends
+        deliver = b.pipe.datagram_received
+        count = [0]
+
+        def lossy(data: bytes, addr: tuple[str, int]) -> None:
+            count[0] += 1
+            if count[0] % 10 == 0 and not 191 < data[1] < 224:
+                return
+            deliver(data, addr)
+
+        b.pipe.datagram_received = lossy  # type: ignore[method-assign]
+        start = bea.count_from("video", "ann")
+        await until(bea.changed, lambda: bea.count_from("video", "ann") > start + 60)
+        frames = bea.frames_by_stream("video")["ann"][start:]
+        assert all(y[1] - x[1] == 3000 for x, y in itertools.pairwise(frames))
+        legs = list(a._pipe_legs[(ROOM, "ann")].values())
+        assert sum(leg.retransmits for leg in legs) > 0
+    finally:
+        await ann.close()
+        await bea.close()
+
+
+async def test_a_mesh_client_on_one_plane_sees_a_publisher_on_the_other(
+    planes: list[MediaPlane], vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    a, b = planes
+    coordinator = Coordinator(planes)
+    ann = PeerClient(a, ROOM, "ann", vp8_clip, opus_clip)
+    mel = MeshPeer(b, ROOM, "mel", vp8_clip, opus_clip)
+    try:
+        await ann.join()
+        await coordinator.joined(a, "ann")
+        await mel.join()
+        await coordinator.joined(b, "mel")
+        await mel.offer_to("ann")  # ann is a remote participant on b: b plays her
+        await mel.wait_frames(["ann"], n=5)
+        await ann.wait_frames("video", ["mel"], n=5)
+    finally:
+        await ann.close()
+        await mel.close()

@@ -1,0 +1,132 @@
+"""Media workers: one room across two worker processes, a worker killed mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psutil
+import pytest
+
+from benchmarks._media import Clip
+from sfu.commands import Answer, Candidate, Event, Join, Leave, MediaLost, OfferToClient, Refused
+from sfu.workers import PoolConfig, WorkerPool
+
+from .peers import PeerClient, until
+
+ROOM = "spread"
+pytestmark = pytest.mark.timeout(90)
+
+
+class PortPlane:
+    """The plane API the test peers speak, over a `MediaPort` (what signaling does)."""
+
+    def __init__(self) -> None:
+        self.sinks: dict[str, Any] = {}
+        self.lost: asyncio.Queue[MediaLost] = asyncio.Queue()
+        self.port: WorkerPool | None = None
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, OfferToClient):
+            sink = self.sinks.get(event.participant)
+            if sink is not None:
+                await sink("offer", {"type": "offer", "sdp": event.sdp})
+        elif isinstance(event, MediaLost):
+            self.lost.put_nowait(event)
+
+    async def _run(self, command: Any) -> None:
+        assert self.port is not None
+        reply = await self.port.run(command)
+        if isinstance(reply, Refused):
+            raise RuntimeError(reply.message)
+
+    async def join(self, room: str, pid: str, sink: Any) -> None:
+        self.sinks[pid] = sink
+        await self._run(Join(room, pid))
+
+    async def answer(self, room: str, pid: str, answer: dict[str, Any]) -> None:
+        await self._run(Answer(room, pid, sdp=answer["sdp"]))
+
+    async def candidate(self, room: str, pid: str, candidate: dict[str, Any] | None) -> None:
+        await self._run(Candidate(room, pid, candidate=candidate))
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[tuple[WorkerPool, PortPlane]]:
+    plane = PortPlane()
+    workers = WorkerPool(PoolConfig(workers=2, placement="spread"), plane.on_event)
+    plane.port = workers
+    await workers.start()
+    try:
+        yield workers, plane
+    finally:
+        pids = [w.pid for w in workers.workers]
+        await workers.close()
+        # SIGTERM of the pool leaves no worker process behind
+        for pid in pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+async def test_a_room_spread_over_two_workers_forwards_everyone_to_everyone(
+    pool: tuple[WorkerPool, PortPlane], vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    workers, plane = pool
+    peers = [PeerClient(plane, ROOM, f"p{i}", vp8_clip, opus_clip) for i in range(4)]
+    try:
+        for peer in peers:
+            await peer.join()
+        assert {len(w.participants) for w in workers.workers} == {2}  # two on each worker
+        for peer in peers:
+            others = [o.id for o in peers if o is not peer]
+            await peer.wait_frames("video", others, n=10)
+            await peer.wait_frames("audio", others, n=10)
+            for other in others:
+                assert peer.frames_by_stream("video")[other][0][0] is True
+        status = workers.stats()["workers"]
+        assert [s["state"] for s in status] == ["up", "up"]
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
+async def test_a_killed_worker_is_restarted_and_its_participants_come_back(
+    pool: tuple[WorkerPool, PortPlane], vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    workers, plane = pool
+    peers = {f"p{i}": PeerClient(plane, ROOM, f"p{i}", vp8_clip, opus_clip) for i in range(4)}
+    try:
+        for peer in peers.values():
+            await peer.join()
+        for peer in peers.values():
+            await peer.wait_frames("video", [o for o in peers if o != peer.id], n=5)
+        victim = workers.workers[1]
+        gone = sorted(who for _, who in victim.participants)
+        kept = sorted(set(peers) - set(gone))
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        os.kill(victim.pid, signal.SIGKILL)
+        # what signaling does on MediaLost: a fresh connection (here a fresh client)
+        for _ in gone:
+            lost = await asyncio.wait_for(plane.lost.get(), 10)
+            assert lost.reason == "failed" and lost.participant in gone
+            with contextlib.suppress(Exception):
+                await peers[lost.participant].close()
+            peers[lost.participant] = PeerClient(plane, ROOM, lost.participant, vp8_clip, opus_clip)
+            await peers[lost.participant].join()
+        for who in gone:
+            await peers[who].wait_frames("video", [o for o in peers if o != who], n=5)
+        assert loop.time() - killed_at < 15
+        # the survivors kept each other all along, and got the others back
+        for who in kept:
+            await peers[who].wait_frames("video", [o for o in peers if o != who], n=5)
+        assert workers.workers[1].state == "up" and workers.workers[1].restarts == 1
+        for who in list(peers):
+            reply = await workers.run(Leave(ROOM, who))
+            assert not isinstance(reply, Refused)
+    finally:
+        for peer in peers.values():
+            await peer.close()
