@@ -16,7 +16,7 @@ from benchmarks._media import Clip
 from sfu.commands import Answer, Candidate, Event, Join, Leave, MediaLost, OfferToClient, Refused
 from sfu.workers import PoolConfig, WorkerPool
 
-from .peers import PeerClient, until
+from .peers import PeerClient
 
 ROOM = "spread"
 pytestmark = pytest.mark.timeout(90)
