@@ -14,9 +14,10 @@ import pytest
 
 from benchmarks._media import Clip
 from sfu.commands import Answer, Candidate, Event, Join, Leave, MediaLost, OfferToClient, Refused
-from sfu.workers import PoolConfig, WorkerPool
+from sfu.pool import WorkerPool
+from sfu.workers import PoolConfig
 
-from .peers import PeerClient
+from .peers import PeerClient, until
 
 ROOM = "spread"
 pytestmark = pytest.mark.timeout(90)
@@ -130,3 +131,60 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back(
     finally:
         for peer in peers.values():
             await peer.close()
+
+
+class Bus:
+    """Two nodes' pools on one message bus (in the server: Redis pub/sub)."""
+
+    def __init__(self) -> None:
+        self.pools: list[WorkerPool] = []
+
+    def node(self) -> Any:
+        bus = self
+
+        class Node:
+            async def publish(self, message: dict[str, Any]) -> None:
+                for pool in bus.pools:
+                    await pool.on_bus(message)
+
+        return Node()
+
+
+async def test_a_room_over_two_nodes_one_of_them_with_two_workers(
+    vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    bus = Bus()
+    planes = [PortPlane(), PortPlane()]
+    pools = [
+        WorkerPool(PoolConfig(workers=1, node="a"), planes[0].on_event, bus.node()),
+        WorkerPool(
+            PoolConfig(workers=2, node="b", placement="spread"), planes[1].on_event, bus.node()
+        ),
+    ]
+    bus.pools = pools
+    for plane, pool in zip(planes, pools, strict=True):
+        plane.port = pool
+        await pool.start()
+    peers = [
+        PeerClient(planes[0], ROOM, "a1", vp8_clip, opus_clip),
+        PeerClient(planes[1], ROOM, "b1", vp8_clip, opus_clip),
+        PeerClient(planes[1], ROOM, "b2", vp8_clip, opus_clip),
+    ]
+    try:
+        for peer in peers:
+            await peer.join()
+        for peer in peers:
+            others = [o.id for o in peers if o is not peer]
+            await peer.wait_frames("video", others, n=10)
+            await peer.wait_frames("audio", others, n=10)
+        # node a dies: node b's participants keep each other, a1 leaves their rooms
+        answered = peers[1].answered
+        await pools[1].node_gone("a")
+        await until(peers[1].changed, lambda: peers[1].answered > answered)
+        seen = peers[1].count_from("video", "b2")
+        await until(peers[1].changed, lambda: peers[1].count_from("video", "b2") > seen + 5)
+    finally:
+        for peer in peers:
+            await peer.close()
+        for pool in pools:
+            await pool.close()

@@ -1,0 +1,416 @@
+"""The media workers of one node, and the node's part in rooms spread over several nodes.
+
+The pool places each joining participant on a worker (the least loaded by forwarded
+packets/s, keeping a room on one worker while it fits), forwards every command for that
+participant to its worker, and keeps rooms that span workers whole: each worker learns of
+the participants elsewhere (`RemoteJoin`), of what they publish (`RemoteTracks`), and pipes
+its own publishers' tracks to every other worker of the room (`PipeTo`). A worker that dies
+is started again; its participants are told their media was lost (signaling offers them a
+fresh connection, placed on a live worker).
+
+Across nodes the same happens over a `Bus` (Redis pub/sub): each node runs the media of
+its own clients, tells the others who of a room it holds, what they publish and which of
+its pipes host the room, and pipes its publishers to the other nodes' workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from . import metrics
+from .commands import (
+    CloseRoom,
+    Command,
+    Done,
+    Event,
+    Join,
+    JoinMesh,
+    Leave,
+    MediaLost,
+    Offer,
+    PipeTo,
+    Published,
+    Refused,
+    RemoteJoin,
+    RemoteLeave,
+    RemoteTracks,
+    Reply,
+    Unpipe,
+)
+from .workers import Address, InlineWorker, PoolConfig, Worker, WorkerGone
+
+logger = logging.getLogger(__name__)
+
+EventSink = Callable[[Event], Awaitable[None]]
+Handle = Worker | InlineWorker
+
+
+class Bus(Protocol):
+    """How this node's pool talks to the pools of the other nodes (every node hears all)."""
+
+    async def publish(self, message: dict[str, Any]) -> None: ...
+
+
+class _Far:
+    """A participant of a room whose media runs on another node."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.origin: Address | None = None
+        self.tracks: list[dict[str, Any]] = []
+
+
+class WorkerPool:
+    """``config.workers`` media workers behind one `MediaPort` (in-process when 1)."""
+
+    def __init__(self, config: PoolConfig, on_event: EventSink, bus: Bus | None = None) -> None:
+        self.config = config
+        self.on_event = on_event
+        self.bus = bus
+        if config.workers <= 1:
+            self.workers: list[Handle] = [InlineWorker(0, self)]
+        else:
+            self.workers = [Worker(i, self) for i in range(config.workers)]
+        self._where: dict[tuple[str, str], Handle] = {}
+        self._rooms: dict[str, dict[str, Handle]] = {}
+        self._tracks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._far: dict[str, dict[str, _Far]] = {}
+        """room -> participant on another node -> what we know of it."""
+        self._far_pipes: dict[str, dict[str, set[Address]]] = {}
+        """room -> node -> the pipes of its workers that host the room."""
+        self._next = itertools.count()
+        self._closing = False
+        metrics.register(self)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(w.start() for w in self.workers))
+
+    # ------------------------------------------------------------------ commands
+
+    async def run(self, command: Command) -> Reply:
+        try:
+            return await self._run(command)
+        except (WorkerGone, TimeoutError) as exc:
+            logger.warning("media command %s: %s", command.name, exc)
+            return Refused("the media server restarted; the connection will be offered again")
+
+    async def _run(self, command: Command) -> Reply:
+        room, who = command.room, command.participant
+        if isinstance(command, Join | JoinMesh):
+            return await self._join(command)
+        if isinstance(command, CloseRoom):
+            for host in set(self._rooms.pop(room, {}).values()):
+                await host.call(command)
+            for key in [k for k in self._where if k[0] == room]:
+                self._forget(key)
+            self._far.pop(room, None)
+            self._far_pipes.pop(room, None)
+            return Done()
+        worker = self._where.get((room, who))
+        if worker is None:
+            return Refused(f"{who!r} is not in media room {room!r}")
+        if isinstance(command, Leave):
+            return await self._leave(worker, room, who)
+        if isinstance(command, Offer) and not self._known(room, command.peer):
+            # The peer is in the room (signaling checked) but its node has not told us yet.
+            self._far.setdefault(room, {})[command.peer] = _Far("")
+            await worker.call(RemoteJoin(room, command.peer))
+        return await worker.call(command)
+
+    def _known(self, room: str, who: str) -> bool:
+        return who in self._rooms.get(room, {}) or who in self._far.get(room, {})
+
+    def _place(self, room: str) -> Handle:
+        live = [w for w in self.workers if w.state == "up"] or self.workers
+        if self.config.placement == "spread":
+            return live[next(self._next) % len(live)]
+        members = self._rooms.get(room, {})
+        weight = self.config.publisher_pps * max(1, len(members) + len(self._far.get(room, {})))
+        hosting = sorted(
+            {w for w in members.values() if w.state == "up"},
+            key=lambda w: -sum(1 for m in members.values() if m is w),
+        )
+        for worker in hosting:
+            if worker.load + weight <= self.config.capacity_pps:
+                return worker
+        return min(live, key=lambda w: w.load)
+
+    def _hosts(self, room: str) -> set[Handle]:
+        return set(self._rooms.get(room, {}).values())
+
+    async def _join(self, command: Join | JoinMesh) -> Reply:
+        room, who = command.room, command.participant
+        old = self._where.get((room, who))
+        if old is not None:
+            await self._leave(old, room, who)
+        worker = self._place(room)
+        members = self._rooms.setdefault(room, {})
+        hosts = set(members.values())
+        first_here = not members
+        if worker not in hosts:
+            await self._introduce(worker, room)
+        members[who] = worker
+        self._where[(room, who)] = worker
+        worker.participants.add((room, who))
+        if isinstance(worker, Worker):
+            worker.estimate += self.config.publisher_pps * 2 * len(members)
+        reply = await worker.call(command)
+        for host in hosts - {worker}:
+            await host.call(RemoteJoin(room, who))
+        await self._say({"t": "member", "room": room, "participant": who, "joined": True})
+        if worker not in hosts:
+            await self._say_hosting(room)
+        if first_here:
+            await self._say({"t": "sync", "room": room})
+        return reply
+
+    async def _introduce(self, worker: Handle, room: str) -> None:
+        """A worker new to the room learns everyone in it, here and on other nodes."""
+        for other, home in self._rooms.get(room, {}).items():
+            await worker.call(RemoteJoin(room, other))
+            tracks = self._tracks.get((room, other))
+            if tracks:
+                await worker.call(RemoteTracks(room, other, home.pipe, tracks))
+                await home.call(PipeTo(room, other, worker.pipe))
+        for other, far in self._far.get(room, {}).items():
+            await worker.call(RemoteJoin(room, other))
+            if far.origin is not None and far.tracks:
+                await worker.call(RemoteTracks(room, other, far.origin, far.tracks))
+
+    async def _leave(self, worker: Handle, room: str, who: str) -> Reply:
+        self._forget((room, who))
+        reply = await worker.call(Leave(room, who))
+        members = self._rooms.get(room, {})
+        for host in set(members.values()) - {worker}:
+            await host.call(RemoteLeave(room, who))
+        if worker not in members.values():
+            # The worker hosts nobody of this room now: nothing is piped to it any more.
+            for other, home in members.items():
+                with contextlib.suppress(WorkerGone):
+                    await home.call(Unpipe(room, other, worker.pipe))
+            await worker.call(CloseRoom(room))
+            await self._say_hosting(room)
+        await self._say({"t": "member", "room": room, "participant": who, "joined": False})
+        if not members:
+            self._rooms.pop(room, None)
+            self._far.pop(room, None)
+            self._far_pipes.pop(room, None)
+        return reply
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        room, who = key
+        worker = self._where.pop(key, None)
+        if worker is not None:
+            worker.participants.discard(key)
+        self._rooms.get(room, {}).pop(who, None)
+        self._tracks.pop(key, None)
+
+    # ------------------------------------------------------------------ worker events
+
+    async def on_worker_event(self, worker: Handle, event: Event) -> None:
+        if isinstance(event, Published):
+            await self._published(worker, event)
+            return
+        if self._where.get((event.room, event.participant)) is not worker:
+            return  # from a connection this participant no longer has here
+        await self.on_event(event)
+
+    async def _published(self, worker: Handle, event: Published) -> None:
+        room, who = event.room, event.participant
+        if self._where.get((room, who)) is not worker:
+            return
+        self._tracks[(room, who)] = event.tracks
+        for host in self._hosts(room) - {worker}:
+            await host.call(RemoteTracks(room, who, worker.pipe, event.tracks))
+            await worker.call(PipeTo(room, who, host.pipe))
+        for pipes in self._far_pipes.get(room, {}).values():
+            for address in pipes:
+                await worker.call(PipeTo(room, who, address))
+        await self._say(
+            {
+                "t": "tracks",
+                "room": room,
+                "participant": who,
+                "origin": list(worker.pipe),
+                "tracks": event.tracks,
+            }
+        )
+
+    async def worker_died(self, worker: Handle) -> None:
+        if self._closing:
+            return
+        lost = sorted(worker.participants)
+        logger.warning(
+            "media worker %d (pid %d) died with %d participants; restarting it",
+            worker.index,
+            worker.pid,
+            len(lost),
+        )
+        dead_pipe = worker.pipe
+        for room, who in lost:
+            self._forget((room, who))
+            for host in self._hosts(room):
+                with contextlib.suppress(WorkerGone, TimeoutError):
+                    await host.call(RemoteLeave(room, who))
+            await self._say({"t": "member", "room": room, "participant": who, "joined": False})
+        for room, members in self._rooms.items():
+            for other, home in members.items():
+                with contextlib.suppress(WorkerGone, TimeoutError):
+                    await home.call(Unpipe(room, other, dead_pipe))
+        fresh = Worker(worker.index, self)
+        fresh.restarts = worker.restarts + 1
+        self.workers[worker.index] = fresh
+        try:
+            await fresh.start()
+        except Exception:
+            logger.exception("media worker %d did not come back", worker.index)
+        for room in {room for room, _ in lost}:
+            await self._say_hosting(room)
+        for room, who in lost:
+            await self.on_event(MediaLost(room, who, "failed"))
+
+    # ------------------------------------------------------------------ other nodes
+
+    async def _say(self, message: dict[str, Any]) -> None:
+        if self.bus is not None:
+            await self.bus.publish({**message, "node": self.config.node})
+
+    async def _say_hosting(self, room: str) -> None:
+        pipes = sorted({w.pipe for w in self._hosts(room)})
+        await self._say({"t": "hosting", "room": room, "pipes": [list(p) for p in pipes]})
+
+    async def on_bus(self, message: dict[str, Any]) -> None:
+        """What another node's pool said; a node ignores itself."""
+        node = message.get("node")
+        if not isinstance(node, str) or node == self.config.node:
+            return
+        kind, room = message.get("t"), message.get("room")
+        if not isinstance(room, str):
+            return
+        if kind == "sync":
+            await self._answer_sync(room)
+            return
+        if room not in self._rooms:
+            # Nothing of this room runs here; what we hear now is learned again by sync.
+            if kind == "hosting":
+                self._far_pipes.setdefault(room, {})[node] = _addresses(message.get("pipes"))
+            return
+        who = message.get("participant")
+        if kind == "member" and isinstance(who, str):
+            await self._far_member(room, node, who, bool(message.get("joined")))
+        elif kind == "tracks" and isinstance(who, str):
+            await self._far_tracks(room, node, who, message)
+        elif kind == "hosting":
+            await self._far_hosting(room, node, _addresses(message.get("pipes")))
+
+    async def _answer_sync(self, room: str) -> None:
+        members = self._rooms.get(room, {})
+        if not members:
+            return
+        for who, home in members.items():
+            await self._say({"t": "member", "room": room, "participant": who, "joined": True})
+            tracks = self._tracks.get((room, who))
+            if tracks:
+                await self._say(
+                    {
+                        "t": "tracks",
+                        "room": room,
+                        "participant": who,
+                        "origin": list(home.pipe),
+                        "tracks": tracks,
+                    }
+                )
+        await self._say_hosting(room)
+
+    async def _far_member(self, room: str, node: str, who: str, joined: bool) -> None:
+        far = self._far.setdefault(room, {})
+        if joined:
+            if who not in far:
+                far[who] = _Far(node)
+                for host in self._hosts(room):
+                    await host.call(RemoteJoin(room, who))
+            far[who].node = node
+        elif far.pop(who, None) is not None:
+            for host in self._hosts(room):
+                await host.call(RemoteLeave(room, who))
+
+    async def _far_tracks(self, room: str, node: str, who: str, message: dict[str, Any]) -> None:
+        await self._far_member(room, node, who, True)
+        origin = message.get("origin")
+        tracks = message.get("tracks")
+        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(tracks, list)):
+            return
+        far = self._far[room][who]
+        far.origin = (str(origin[0]), int(origin[1]))
+        far.tracks = tracks
+        for host in self._hosts(room):
+            await host.call(RemoteTracks(room, who, far.origin, tracks))
+
+    async def _far_hosting(self, room: str, node: str, pipes: set[Address]) -> None:
+        before = self._far_pipes.setdefault(room, {}).get(node, set())
+        self._far_pipes[room][node] = pipes
+        for who, home in self._rooms.get(room, {}).items():
+            if not self._tracks.get((room, who)):
+                continue
+            for address in pipes - before:
+                await home.call(PipeTo(room, who, address))
+            for address in before - pipes:
+                await home.call(Unpipe(room, who, address))
+
+    async def node_gone(self, node: str) -> None:
+        """Another node died: its participants leave every room here, its pipes close."""
+        for room, far in list(self._far.items()):
+            for who in [w for w, f in far.items() if f.node == node]:
+                await self._far_member(room, node, who, False)
+            for address in self._far_pipes.get(room, {}).pop(node, set()):
+                for who, home in self._rooms.get(room, {}).items():
+                    with contextlib.suppress(WorkerGone, TimeoutError):
+                        await home.call(Unpipe(room, who, address))
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, Any]:
+        rooms: dict[str, Any] = {}
+        total = {
+            "peer_connections": 0,
+            "forwarded_streams": 0,
+            "packets": 0,
+            "keyframe_requests": 0,
+        }
+        for worker in self.workers:
+            stats = worker.stats()
+            for room_id, entry in stats.get("rooms", {}).items():
+                merged = rooms.setdefault(room_id, {})
+                for key, value in entry.items():
+                    merged[key] = merged.get(key, 0) + value
+            for key in total:
+                total[key] += stats.get("total", {}).get(key, 0)
+        return {"rooms": rooms, "total": total, "workers": [w.status() for w in self.workers]}
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        if isinstance(self.workers[0], InlineWorker):
+            return {}  # an in-process plane is counted by the plane itself
+        out: dict[str, dict[str, int]] = {}
+        for worker in self.workers:
+            for name, by_kind in worker.counters().items():
+                for kind, value in by_kind.items():
+                    out.setdefault(name, {})[kind] = out.get(name, {}).get(kind, 0) + value
+        return out
+
+    async def close(self) -> None:
+        self._closing = True
+        await asyncio.gather(*(w.stop() for w in self.workers))
+
+
+def _addresses(raw: Any) -> set[Address]:
+    out: set[Address] = set()
+    if isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, list) and len(item) == 2:
+                out.add((str(item[0]), int(item[1])))
+    return out
