@@ -1,0 +1,113 @@
+"""Which database, how to connect to it, and its migrations (Alembic).
+
+`DATABASE_URL` unset: SQLite in `DATA_DIR` (default `./data/studycall.db`). `memory`: nothing
+is written anywhere. `sqlite:///path` or `postgresql://user@host/db`: that database (the async
+driver, aiosqlite or asyncpg, is filled in).
+
+SQLite runs in WAL mode with `synchronous=FULL`: a commit returns once the WAL is fsynced, so an
+acknowledged write survives a SIGKILL of the server and a power cut alike; readers never block
+the writer. PostgreSQL keeps its own default (`synchronous_commit=on`), the same guarantee.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MEMORY = "memory"
+SQLITE_FILE = "studycall.db"
+# Two nodes starting at once on one PostgreSQL migrate one after the other.
+MIGRATION_LOCK = 0x5354_4443  # "STDC"
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or migrated at start-up: the node must not start."""
+
+
+def resolve_url(database_url: str | None, data_dir: Path) -> URL | None:
+    """The SQLAlchemy URL to use, or None for the in-memory history."""
+    if database_url is not None and database_url.strip().lower() == MEMORY:
+        return None
+    if not database_url:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return make_url(f"sqlite+aiosqlite:///{(data_dir / SQLITE_FILE).resolve()}")
+    url = make_url(database_url.replace("postgres://", "postgresql://", 1))
+    backend = url.get_backend_name()
+    if backend not in _DRIVERS:
+        raise ValueError(f"DATABASE_URL: unsupported database {backend!r} (sqlite, postgresql)")
+    if "+" not in url.drivername:
+        url = url.set(drivername=_DRIVERS[backend])
+    if backend == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def redacted(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(url: URL) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=30000",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def alembic_config(url: URL | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        # ConfigParser interpolation: a literal % in a password must be doubled.
+        config.set_main_option(
+            "sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+    return config
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Brings the schema to the newest revision, in one transaction."""
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+__all__ = [
+    "MEMORY",
+    "DatabaseUnavailable",
+    "alembic_config",
+    "create_engine",
+    "migrate",
+    "redacted",
+    "resolve_url",
+]
