@@ -57,8 +57,14 @@ class _AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._handle_connect(eio_sid, namespace, data)
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        connected = sid is not None and self.manager.is_connected(sid, namespace)
-        if connected and self.after_connect is not None:
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            return  # refused
+        if eio_sid not in self.eio.sockets:
+            # The client left while its connect handler ran; python-socketio ignored that
+            # disconnect (the socket was not connected yet) and connected it anyway.
+            await self._handle_disconnect(eio_sid, namespace, self.reason.TRANSPORT_CLOSE)
+            return
+        if self.after_connect is not None:
             self.after_connect(sid)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:

@@ -8,8 +8,9 @@ atomic in the database, so two sockets connecting at once never both get a notif
 a POST racing a connect delivers it through one of the two paths, never none and never both.
 `notification-read` marks it read (for that user only) and tells the user's other sockets.
 
-Who is online is a `UserSockets` record per user in the store (Redis across nodes): sockets
-are added once connected and removed on disconnect or when their node is swept as dead.
+Who is online is a `UserSockets` record per user in the store (Redis across nodes): a socket
+is added before its client is told it is connected (so a client that sees `connect` counts as
+online) and removed on disconnect or when its node is swept as dead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Notifications:
         self.store = hub.store
         self.history = history
         hub.on("notification-read", model_parser(NotificationRead))(self.read)
+        hub.on_connect_hooks.append(self.on_connect)
         hub.on_connected_hooks.append(self.on_connected)
         hub.on_disconnect_hooks.append(self.on_disconnect)
 
@@ -53,11 +55,11 @@ class Notifications:
     async def _deliver(self, note: Notification) -> None:
         await self.hub.sio.emit("notification", note.wire(), to=f"user:{note.userId}")
 
-    async def on_connected(self, conn: Conn) -> None:
+    async def on_connect(self, conn: Conn) -> None:
         await self._set_socket(conn.user_id, conn.sid, self.hub.node_id)
-        if conn.sid not in self.hub.conns:  # gone while we registered it
-            await self._set_socket(conn.user_id, conn.sid, None)
-            return
+
+    async def on_connected(self, conn: Conn) -> None:
+        """The client knows it is connected: now it may get what it missed."""
         for note in await self.history.claim_undelivered(conn.user_id, MISSED_PER_CONNECT):
             await self.hub.emit("notification", note.wire(), to=conn.sid)
 

@@ -12,6 +12,8 @@ the writer. PostgreSQL keeps its own default (`synchronous_commit=on`), the same
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ SQLITE_FILE = "studycall.db"
 # Two nodes starting at once on one PostgreSQL migrate one after the other.
 MIGRATION_LOCK = 0x5354_4443  # "STDC"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+IMMEDIATE = "studycall_sqlite_immediate"
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -60,12 +63,26 @@ def redacted(url: URL) -> str:
 def create_engine(url: URL) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that writes: on SQLite it takes the write lock at BEGIN (IMMEDIATE), so
+    two writers queue on the lock instead of failing when one upgrades from reading."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{IMMEDIATE: True})
+        async with conn.begin():
+            yield conn
+
+
+def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
+    # SQLAlchemy, not the sqlite3 module, says when transactions begin (see _sqlite_begin):
+    # the module's own implicit BEGIN skips DDL, which would leave migrations half-done.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in (
         "PRAGMA journal_mode=WAL",
@@ -75,6 +92,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     ):
         cursor.execute(pragma)
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(
+        "BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN"
+    )
 
 
 def alembic_config(url: URL | None = None) -> Config:
@@ -90,7 +113,7 @@ def alembic_config(url: URL | None = None) -> Config:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Brings the schema to the newest revision, in one transaction."""
-    async with engine.begin() as connection:
+    async with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         await connection.run_sync(_upgrade)
@@ -110,4 +133,5 @@ __all__ = [
     "migrate",
     "redacted",
     "resolve_url",
+    "write_transaction",
 ]

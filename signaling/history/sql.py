@@ -402,13 +402,16 @@ class SqlHistory(History):
                 return []
             ids = list(found)
             for row in await conn.execute(
-                select(call_modes).where(call_modes.c.call_id.in_(ids)).order_by(call_modes.c.seq)
+                select(call_modes)
+                .where(call_modes.c.call_id.in_(ids))
+                .order_by(call_modes.c.at, call_modes.c.seq)
             ):
                 found[row.call_id].modes.append(ModeRecord(row.mode, row.at))
             for row in await conn.execute(
                 select(call_participants)
                 .where(call_participants.c.call_id.in_(ids))
-                .order_by(call_participants.c.seq)
+                # Rows come from every node's writer: commit order is not join order.
+                .order_by(call_participants.c.joined_at, call_participants.c.seq)
             ):
                 found[row.call_id].participants.append(
                     ParticipantRecord(

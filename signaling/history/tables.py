@@ -87,11 +87,13 @@ calls = Table(
 Index("ix_calls_room_started", calls.c.room_id, calls.c.started_at)
 Index("ix_calls_ended_at", calls.c.ended_at)
 
+# No foreign keys to `calls`: call events are write-behind and come from every node, so a
+# participant row written by one node may commit before the call row another node wrote.
 call_participants = Table(
     "call_participants",
     metadata,
     Column("seq", Serial, primary_key=True, autoincrement=True),
-    Column("call_id", String(ID), ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("call_id", String(ID), nullable=False),
     Column("socket_id", String(ID), nullable=False),
     Column("user_id", String(EXTERNAL_ID), nullable=False),
     Column("user_name", Text, nullable=False),
@@ -104,7 +106,7 @@ call_modes = Table(
     "call_modes",
     metadata,
     Column("seq", Serial, primary_key=True, autoincrement=True),
-    Column("call_id", String(ID), ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("call_id", String(ID), nullable=False),
     Column("mode", String(8), nullable=False),
     Column("at", DateTime, nullable=False),
 )

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.base import Executable
 
 from signaling.history.base import HistoryUnavailable
+from signaling.history.database import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class GroupWriter:
         self.batches += 1
         self.ops += len(batch)
         try:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 results = await _apply(conn, batch)
         except (SQLAlchemyError, OSError) as exc:
             if len(batch) > 1:

@@ -77,12 +77,7 @@ def upgrade() -> None:
     op.create_table(
         "call_participants",
         sa.Column("seq", Serial, primary_key=True, autoincrement=True),
-        sa.Column(
-            "call_id",
-            sa.String(64),
-            sa.ForeignKey("calls.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        sa.Column("call_id", sa.String(64), nullable=False),
         sa.Column("socket_id", sa.String(64), nullable=False),
         sa.Column("user_id", sa.String(256), nullable=False),
         sa.Column("user_name", sa.Text, nullable=False),
@@ -93,12 +88,7 @@ def upgrade() -> None:
     op.create_table(
         "call_modes",
         sa.Column("seq", Serial, primary_key=True, autoincrement=True),
-        sa.Column(
-            "call_id",
-            sa.String(64),
-            sa.ForeignKey("calls.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        sa.Column("call_id", sa.String(64), nullable=False),
         sa.Column("mode", sa.String(8), nullable=False),
         sa.Column("at", sa.DateTime, nullable=False),
     )
