@@ -15,13 +15,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import asyncpg
 import pytest
 
+from benchmarks._postgres import create_database, drop_database
 from tests.redis_server import free_port
 
 MACHINE_URL = "postgresql://postgres@127.0.0.1:5432"
@@ -113,26 +113,6 @@ def throwaway_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _admin(server: str, statement: str) -> None:
-    conn = await asyncpg.connect(f"{server}/postgres", timeout=10)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def create_database(server: str) -> str:
-    """A new, empty database with a unique name; returns its URL."""
-    name = f"studycall_test_{uuid.uuid4().hex[:12]}"
-    await _admin(server, f'CREATE DATABASE "{name}"')
-    return f"{server}/{name}"
-
-
-async def drop_database(url: str) -> None:
-    server, _, name = url.rpartition("/")
-    await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @contextmanager
 def database(server: str) -> Iterator[str]:
     """A database of this test run, dropped at the end (sync: for session fixtures)."""
@@ -141,3 +121,6 @@ def database(server: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop_database(url))
+
+
+__all__ = ["create_database", "database", "drop_database", "postgres_server"]

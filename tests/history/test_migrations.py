@@ -13,10 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from benchmarks._postgres import create_database, drop_database
 from signaling.history.database import create_engine, migrate, resolve_url
 from signaling.history.tables import metadata
 from tests.history.conftest import SQL_BACKENDS
-from tests.postgres_server import create_database, drop_database
 
 
 @pytest.fixture(params=SQL_BACKENDS)
