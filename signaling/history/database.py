@@ -19,7 +19,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, func, select
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -66,7 +67,15 @@ def create_engine(url: URL) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=5, max_overflow=10)
+
+
+def create_sqlite_writer_engine(url: URL) -> Engine:
+    """The same SQLite file for the writer's thread, on the synchronous sqlite3 driver."""
+    engine = create_sync_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 30})
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
 
 
 @asynccontextmanager
@@ -130,6 +139,7 @@ __all__ = [
     "DatabaseUnavailable",
     "alembic_config",
     "create_engine",
+    "create_sqlite_writer_engine",
     "migrate",
     "redacted",
     "resolve_url",

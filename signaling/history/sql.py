@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.base import Executable
@@ -36,6 +36,7 @@ from signaling.history.base import (
 from signaling.history.database import (
     DatabaseUnavailable,
     create_engine,
+    create_sqlite_writer_engine,
     migrate,
     redacted,
 )
@@ -47,7 +48,13 @@ from signaling.history.tables import (
     messages,
     notifications,
 )
-from signaling.history.writer import GroupWriter, Op
+from signaling.history.writer import (
+    BatchRunner,
+    ConnectionBatchRunner,
+    GroupWriter,
+    Op,
+    ThreadBatchRunner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +154,12 @@ class SqlHistory(History):
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert_read = dialect.insert(message_reads).on_conflict_do_nothing()
         self._engine = engine
-        self._writer = GroupWriter(engine)
+        runner: BatchRunner = (
+            ThreadBatchRunner(create_sqlite_writer_engine(self.url))
+            if engine.dialect.name == "sqlite"
+            else ConnectionBatchRunner(engine)
+        )
+        self._writer = GroupWriter(runner)
         self._writer.start()
         log.info("history in %s", redacted(self.url), extra={"database": engine.dialect.name})
 
@@ -186,7 +198,7 @@ class SqlHistory(History):
     async def _flush(self) -> None:
         """Waits until what this node queued before (write-behind included) is committed."""
 
-        async def nothing(_: AsyncConnection) -> None:
+        def nothing(_: Connection) -> None:
             return None
 
         await self.writer.write(Op(run=nothing))
@@ -289,8 +301,8 @@ class SqlHistory(History):
         )
 
     async def claim(self, notification_id: str) -> bool:
-        async def run(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
+        def run(conn: Connection) -> bool:
+            result = conn.execute(
                 update(notifications)
                 .where(
                     notifications.c.id == notification_id, notifications.c.delivered_at.is_(None)
@@ -302,9 +314,9 @@ class SqlHistory(History):
         return bool(await self.writer.write(Op(run=run)))
 
     async def claim_undelivered(self, user_id: str, limit: int) -> list[Notification]:
-        async def run(conn: AsyncConnection) -> list[Notification]:
+        def run(conn: Connection) -> list[Notification]:
             waiting = (
-                await conn.execute(
+                conn.execute(
                     select(notifications.c.id)
                     .where(
                         notifications.c.user_id == user_id, notifications.c.delivered_at.is_(None)
@@ -318,7 +330,7 @@ class SqlHistory(History):
                 return []
             # The delivered_at IS NULL condition is re-checked under the row lock
             # (PostgreSQL), so a concurrent claim on another node never returns the same row.
-            claimed = await conn.execute(
+            claimed = conn.execute(
                 update(notifications)
                 .where(notifications.c.id.in_(ids), notifications.c.delivered_at.is_(None))
                 .values(delivered_at=utcnow())
@@ -330,9 +342,9 @@ class SqlHistory(History):
         return result
 
     async def mark_notification_read(self, notification_id: str, user_id: str) -> bool:
-        async def run(conn: AsyncConnection) -> bool:
+        def run(conn: Connection) -> bool:
             now = utcnow()
-            result = await conn.execute(
+            result = conn.execute(
                 update(notifications)
                 .where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
                 .values(
@@ -431,9 +443,9 @@ class SqlHistory(History):
         return list(found.values())
 
     async def end_open_calls(self) -> int:
-        async def run(conn: AsyncConnection) -> int:
+        def run(conn: Connection) -> int:
             open_calls = (
-                await conn.execute(
+                conn.execute(
                     select(calls.c.id, calls.c.started_at).where(calls.c.ended_at.is_(None))
                 )
             ).all()
@@ -446,12 +458,12 @@ class SqlHistory(History):
                     (messages.c.created_at, messages.c.call_id),
                 ):
                     value = (
-                        await conn.execute(select(func.max(column)).where(where == call_id))
+                        conn.execute(select(func.max(column)).where(where == call_id))
                     ).scalar()
                     if value is not None:
                         last.append(value)
-                await conn.execute(EVERYONE_LEFT, {"b_call": call_id, "b_at": max(last)})
-                await conn.execute(CALL_ENDED, {"b_call": call_id, "b_at": max(last)})
+                conn.execute(EVERYONE_LEFT, {"b_call": call_id, "b_at": max(last)})
+                conn.execute(CALL_ENDED, {"b_call": call_id, "b_at": max(last)})
             return len(open_calls)
 
         count: int = await self.writer.write(Op(run=run))
@@ -460,7 +472,7 @@ class SqlHistory(History):
     # -- retention ------------------------------------------------------------------------------
 
     async def purge(self, older_than: datetime) -> int:
-        async def run(conn: AsyncConnection) -> int:
+        def run(conn: Connection) -> int:
             old_messages = select(messages.c.id).where(messages.c.created_at < older_than)
             old_calls = select(calls.c.id).where(calls.c.ended_at < older_than)
             deleted = 0
@@ -472,7 +484,7 @@ class SqlHistory(History):
                 delete(call_modes).where(call_modes.c.call_id.in_(old_calls)),
                 delete(calls).where(calls.c.ended_at < older_than),
             ):
-                deleted += (await conn.execute(statement)).rowcount
+                deleted += (conn.execute(statement)).rowcount
             return deleted
 
         count: int = await self.writer.write(Op(run=run))
