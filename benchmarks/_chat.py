@@ -1,7 +1,8 @@
 """The chat load of `benchmarks.signaling` (`--load chat`): one server, three history backends.
 
 C clients in studies of R send study messages with acks; the ack comes once the message is
-stored. The same server runs with `DATABASE_URL=memory`, with SQLite (a fresh file) and with
+stored. The same server runs with `DATABASE_URL=memory`, with SQLite (a fresh file; `sqlite`
+is the default `SQLITE_SYNCHRONOUS=normal`, `sqlite-full` fsyncs every commit) and with
 PostgreSQL (a fresh database on `--postgres-url`), one at a time, round after round, so that
 the ratios against memory are measured under the same machine load; each cell is the median
 of its rounds.
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from benchmarks._postgres import create_database, drop_database
 
-VARIANTS = ("memory", "sqlite", "postgresql")
+VARIANTS = ("memory", "sqlite", "sqlite-full", "postgresql")
 MEDIAN_KEYS = (
     "join_storm_s",
     "rtt_ms_p50",
@@ -39,17 +40,19 @@ SUM_KEYS = ("sent", "answered", "lost", "errors", "disconnects")
 
 
 @contextmanager
-def database_url(variant: str, postgres_server: str) -> Iterator[str]:
-    """DATABASE_URL for one cell: nothing, a fresh SQLite file, or a fresh database."""
+def server_env(variant: str, postgres_server: str) -> Iterator[dict[str, str]]:
+    """The history settings of one cell: nothing, a fresh SQLite file, or a fresh database."""
     if variant == "memory":
-        yield "memory"
-    elif variant == "sqlite":
+        yield {"DATABASE_URL": "memory"}
+    elif variant.startswith("sqlite"):
+        synchronous = "full" if variant == "sqlite-full" else "normal"
         with tempfile.TemporaryDirectory(prefix="studycall-bench-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'history.db'}"
+            url = f"sqlite:///{Path(tmp) / 'history.db'}"
+            yield {"DATABASE_URL": url, "SQLITE_SYNCHRONOUS": synchronous}
     else:
         url = asyncio.run(create_database(postgres_server, prefix="studycall_bench"))
         try:
-            yield url
+            yield {"DATABASE_URL": url}
         finally:
             asyncio.run(drop_database(url))
 
@@ -110,7 +113,8 @@ def verdict(memory: dict[str, Any], sqlite: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="Chat load: acked study messages, history in memory vs SQLite vs PostgreSQL")
-    for col in ("clients", "metric", *VARIANTS, "sqlite/memory", "postgresql/memory"):
+    others = VARIANTS[1:]
+    for col in ("clients", "metric", *VARIANTS, *(f"{v}/memory" for v in others)):
         t.add_column(col, justify="left" if col == "metric" else "right")
     by = {(r["server"], r["clients"]): r for r in rows}
     for clients in sorted({r["clients"] for r in rows}):
@@ -121,8 +125,7 @@ def table(rows: list[dict[str, Any]]) -> Table:
                 str(clients),
                 label,
                 *(_fmt(v) for v in values),
-                _ratio(values[1], values[0]),
-                _ratio(values[2], values[0]),
+                *(_ratio(v, values[0]) for v in values[1:]),
             )
         for variant, cell in zip(VARIANTS, cells, strict=True):
             if "error" in cell:

@@ -53,7 +53,16 @@ LOADGEN = REFERENCE / "loadgen.js"
 TMP = ROOT / "benchmarks" / "results" / "tmp"
 SERVERS = ("python", "node")
 # Settings that would take our server out of in-memory, open-auth mode.
-_SCRUB_ENV = ("REDIS_URL", "JWT_SECRET", "AUTH_VERIFY_URL", "MEMBERSHIP_URL", "PORT", "HOST")
+_SCRUB_ENV = (
+    "REDIS_URL",
+    "JWT_SECRET",
+    "AUTH_VERIFY_URL",
+    "MEMBERSHIP_URL",
+    "PORT",
+    "HOST",
+    "DATABASE_URL",
+    "SQLITE_SYNCHRONOUS",
+)
 
 console = Console(stderr=True)
 
@@ -239,11 +248,11 @@ class LoadGen:
         self.proc.wait()
 
 
-def _server_env(p: Params, database_url: str = "memory") -> dict[str, str]:
+def _server_env(p: Params, history: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
     env.update({"ROOM_MODE": "mesh", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
     # The offer load measures the relay: its history stays in memory.
-    env["DATABASE_URL"] = database_url
+    env.update(history or {"DATABASE_URL": "memory"})
     env.update(p.extra_env)
     return env
 
@@ -257,8 +266,8 @@ def run_one(name: str, clients: int, p: Params, progress: Progress, task: TaskID
     the offer load (or the chat load)."""
     if p.load != "chat":
         return _run_one(name, clients, p, progress, task, _server_env(p))
-    with chat.database_url(name, p.postgres_url) as url:
-        return _run_one(name, clients, p, progress, task, _server_env(p, url))
+    with chat.server_env(name, p.postgres_url) as history:
+        return _run_one(name, clients, p, progress, task, _server_env(p, history))
 
 
 def _run_one(

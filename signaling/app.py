@@ -42,7 +42,11 @@ class Application:
         self.settings = settings
         self.hub = Hub(settings, media=media if media is not None else build_media_plane(settings))
         self.history = open_history(
-            settings.database_url, settings.data_dir, self.hub.store, settings.chat_history
+            settings.database_url,
+            settings.data_dir,
+            self.hub.store,
+            settings.chat_history,
+            settings.sqlite_synchronous,
         )
         self.handlers = Handlers(self.hub, self.history)
         self.web = web.Application(middlewares=[cors_middleware(settings)])

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Durable history (signaling/history): unset = SQLite in DATA_DIR; `memory`; or a URL.
     database_url: str | None = None
     data_dir: Path = Path("data")
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """normal: acks survive any death of the process; full: a power cut too (an fsync each)."""
     history_days: int = Field(default=0, ge=0)
     """Delete chat, notifications and ended calls older than this many days; 0 keeps all."""
     history_cleanup_s: float = Field(default=3600.0, gt=0)

@@ -4,14 +4,18 @@
 is written anywhere. `sqlite:///path` or `postgresql://user@host/db`: that database (the async
 driver, aiosqlite or asyncpg, is filled in).
 
-SQLite runs in WAL mode with `synchronous=FULL`: a commit returns once the WAL is fsynced, so an
-acknowledged write survives a SIGKILL of the server and a power cut alike; readers never block
-the writer. PostgreSQL keeps its own default (`synchronous_commit=on`), the same guarantee.
+SQLite runs in WAL mode (readers never block the writer). `SQLITE_SYNCHRONOUS=normal` (the
+default): a commit has written the WAL to the operating system, so an acknowledged write
+survives any death of the server process (SIGKILL, OOM, a crash) but not a power cut or a kernel
+crash (the file stays consistent; the last commits may be missing). `full`: a commit returns once
+the WAL is fsynced, which survives a power cut too. PostgreSQL keeps its own default
+(`synchronous_commit=on`): fsynced, like `full`.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -70,12 +74,35 @@ def create_engine(url: URL) -> AsyncEngine:
     return create_async_engine(url, pool_size=5, max_overflow=10)
 
 
-def create_sqlite_writer_engine(url: URL) -> Engine:
-    """The same SQLite file for the writer's thread, on the synchronous sqlite3 driver."""
+def create_sqlite_writer_engine(url: URL, synchronous: str) -> Engine:
+    """The same SQLite file for the node's writer, on the synchronous sqlite3 driver.
+
+    With `normal` it writes on the event loop (a commit is a write(2) of the WAL, no fsync) and
+    the WAL is checkpointed elsewhere (`checkpoint`), never in a commit."""
     engine = create_sync_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
+
+    def writer_pragmas(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        if synchronous != "full":
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.close()
+
+    event.listen(engine, "connect", writer_pragmas)
     return engine
+
+
+def checkpoint(path: str) -> None:
+    """Copies committed WAL pages into the database file (PASSIVE: never blocks the writer).
+
+    Runs in a thread of its own on its own connection: it fsyncs."""
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        connection.close()
 
 
 @asynccontextmanager
@@ -138,6 +165,7 @@ __all__ = [
     "MEMORY",
     "DatabaseUnavailable",
     "alembic_config",
+    "checkpoint",
     "create_engine",
     "create_sqlite_writer_engine",
     "migrate",

@@ -52,6 +52,7 @@ from signaling.history.writer import (
     BatchRunner,
     ConnectionBatchRunner,
     GroupWriter,
+    LoopBatchRunner,
     Op,
     ThreadBatchRunner,
 )
@@ -123,8 +124,9 @@ def _notification(row: Row[Any]) -> Notification:
 class SqlHistory(History):
     name = "sql"
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, sqlite_synchronous: str = "normal") -> None:
         self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
         self._engine: AsyncEngine | None = None
         self._writer: GroupWriter | None = None
         self._insert_read: Executable | None = None
@@ -154,11 +156,13 @@ class SqlHistory(History):
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert_read = dialect.insert(message_reads).on_conflict_do_nothing()
         self._engine = engine
-        runner: BatchRunner = (
-            ThreadBatchRunner(create_sqlite_writer_engine(self.url))
-            if engine.dialect.name == "sqlite"
-            else ConnectionBatchRunner(engine)
-        )
+        runner: BatchRunner = ConnectionBatchRunner(engine)
+        if engine.dialect.name == "sqlite":
+            writer = create_sqlite_writer_engine(self.url, self.sqlite_synchronous)
+            if self.sqlite_synchronous == "full":
+                runner = ThreadBatchRunner(writer)
+            else:
+                runner = LoopBatchRunner(writer, str(self.url.database))
         self._writer = GroupWriter(runner)
         self._writer.start()
         log.info("history in %s", redacted(self.url), extra={"database": engine.dialect.name})

@@ -29,7 +29,7 @@ def test_chat_benchmark_acks_every_message_on_every_backend(tmp_path: Path, post
     args = ["--load", "chat", "--clients", "8", "--seconds", "2", "--grace", "2"]
     args += ["--postgres-url", postgres]
     run = run_benchmark("signaling", args, tmp_path, FIELDS, 85)
-    assert [row["server"] for row in run.rows] == ["memory", "sqlite", "postgresql"]
+    assert [row["server"] for row in run.rows] == ["memory", "sqlite", "sqlite-full", "postgresql"]
     for row in run.rows:
         assert row["clients"] == 8 and row["load"] == "chat"
         assert row["sent"] > 0 and row["answered"] == row["sent"], row

@@ -18,7 +18,7 @@ SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)
 
 
 def _url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
-    if backend == "sqlite":
+    if backend.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'history.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
@@ -36,11 +36,21 @@ def any_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return "memory" if request.param == "memory" else _url(request, request.param, tmp_path)
 
 
-@pytest.fixture
-async def history(any_database_url: str, tmp_path: Path) -> AsyncIterator[History]:
-    """A started history of each backend (memory keeps up to 1,000 messages per study)."""
-    store = MemoryStore("node-a")
-    backend = open_history(any_database_url, tmp_path, store, chat_cap=1000)
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite-full",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
+)
+async def history(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[History]:
+    """A started history of each backend; `sqlite-full` is SQLite with SQLITE_SYNCHRONOUS=full
+    (its writer runs in a thread). Memory keeps up to 1,000 messages per study."""
+    backend_name = request.param
+    url = "memory" if backend_name == "memory" else _url(request, backend_name, tmp_path)
+    synchronous = "full" if backend_name == "sqlite-full" else "normal"
+    backend = open_history(url, tmp_path, MemoryStore("node-a"), 1000, synchronous)
     await backend.start()
     try:
         yield backend
