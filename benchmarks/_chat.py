@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks._postgres import create_database, drop_database
+from benchmarks._report import save_figure
 
 VARIANTS = ("memory", "sqlite", "sqlite-full", "postgresql")
 MEDIAN_KEYS = (
@@ -192,11 +193,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax2.plot(xs, [r["rtt_ms_p99"] for _, r in pts], marker="o", label=variant)
     ax1.set(xlabel="clients", ylabel="message -> ack p50 (ms)")
     ax2.set(xlabel="clients", ylabel="message -> ack p99 (ms)", yscale="log")
-    for ax in (ax1, ax2):
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.suptitle("Study chat with acks: history in memory, SQLite, PostgreSQL")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(
+        fig, (ax1, ax2), "Study chat with acks: history in memory, SQLite, PostgreSQL", path
+    )

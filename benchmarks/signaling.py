@@ -45,7 +45,13 @@ from rich.table import Table
 
 from benchmarks import _chat as chat
 from benchmarks import _report as report
-from benchmarks._report import Metric, add_side_by_side, machine_busy_s, sweep_progress
+from benchmarks._report import (
+    Metric,
+    add_side_by_side,
+    machine_busy_s,
+    save_figure,
+    sweep_progress,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference"
@@ -573,14 +579,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         )
     ax1.set(xlabel="clients", ylabel="offer->answer RTT p99 (ms)", yscale="log")
     ax2.set(xlabel="clients", ylabel="answered offers / s")
-    for ax in (ax1, ax2):
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.suptitle("Signaling relay under load (rooms of 4, 4 KB offers)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, (ax1, ax2), "Signaling relay under load (rooms of 4, 4 KB offers)", path)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Namespace]:
