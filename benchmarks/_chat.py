@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks._postgres import create_database, drop_database
+from benchmarks._report import fmt as _fmt
 from benchmarks._report import save_figure
 
 VARIANTS = ("memory", "sqlite", "sqlite-full", "postgresql")
@@ -87,14 +88,6 @@ METRICS = (
     ("join_storm_s", "join storm (s)"),
     ("other_cpu_s_per_s", "other processes CPU s/s"),
 )
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def _ratio(a: Any, b: Any) -> str:

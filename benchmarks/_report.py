@@ -17,6 +17,15 @@ from rich.table import Table
 Metric = tuple[str, str, Callable[[Any], str]]  # row key, label, format
 
 
+def fmt(v: Any) -> str:
+    """A table cell: `-` for nothing, thousands separators, two decimals below 100."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
 def save_figure(fig: Any, axes: Sequence[Any], title: str, path: Path) -> None:
     """Grid and legend on every axis, the title, then the PNG (and the figure closed)."""
     import matplotlib.pyplot as plt

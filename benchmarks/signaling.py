@@ -52,6 +52,9 @@ from benchmarks._report import (
     save_figure,
     sweep_progress,
 )
+from benchmarks._report import (
+    fmt as _fmt,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference"
@@ -451,14 +454,6 @@ def run(p: Params) -> list[dict[str, Any]]:
                 cells = rounds[name]
                 rows.append(chat.median_rows(cells) if len(cells) > 1 else cells[0])
     return rows
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 METRICS: tuple[Metric, ...] = (
