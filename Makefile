@@ -20,14 +20,18 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 	touch $@
 
 run: setup
-	@echo "Open http://$(HOST):$(PORT)/ (in-memory state, open auth)"
+	@echo "Open http://$(HOST):$(PORT)/ (in-memory rooms, history in ./data, open auth)"
 	$(PY) -m signaling --host $(HOST) --port $(PORT)
 
-# What the tests need beyond `setup`: Debian's Chromium for the browser tests and a
-# redis-server binary (the tests start their own throwaway servers on free ports).
+# What the tests need beyond `setup`: Debian's Chromium for the browser tests, a
+# redis-server binary (the tests start their own throwaway servers on free ports) and
+# PostgreSQL's initdb/pg_ctl (used when no PostgreSQL answers on 127.0.0.1:5432).
 test-deps:
 	@if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server >/dev/null; \
+	fi
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 	@if [ -f benchmarks/reference/package.json ] && [ ! -d benchmarks/reference/node_modules ]; then \
 		cd benchmarks/reference && npm ci --no-audit --no-fund --loglevel=error; \
@@ -49,6 +53,7 @@ test: setup test-deps lint
 bench: setup test-deps
 	$(PY) -m benchmarks.fanout --subscribers 1,2,4,8 --seconds 8 --json benchmarks/results/fanout.json --plot benchmarks/results/fanout.png
 	$(PY) -m benchmarks.signaling --clients 100,400,1000 --seconds 10 --json benchmarks/results/signaling.json --plot benchmarks/results/signaling.png --markdown benchmarks/results/signaling.md
+	$(PY) -m benchmarks.signaling --load chat --clients 100,400 --rate 2 --seconds 10 --rounds 3 --json benchmarks/results/chat.json --plot benchmarks/results/chat.png --markdown benchmarks/results/chat.md
 	$(PY) -m benchmarks.mesh_vs_sfu --participants 2,3,4,5 --seconds 5 --json benchmarks/results/mesh_vs_sfu.json --plot benchmarks/results/mesh_vs_sfu.png --markdown benchmarks/results/mesh_vs_sfu.md
 
 clean:

@@ -17,6 +17,29 @@ from rich.table import Table
 Metric = tuple[str, str, Callable[[Any], str]]  # row key, label, format
 
 
+def fmt(v: Any) -> str:
+    """A table cell: `-` for nothing, thousands separators, two decimals below 100."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def save_figure(fig: Any, axes: Sequence[Any], title: str, path: Path) -> None:
+    """Grid and legend on every axis, the title, then the PNG (and the figure closed)."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def sweep_progress(console: Console) -> Progress:
     """One bar for the whole sweep plus one per case."""
     return Progress(

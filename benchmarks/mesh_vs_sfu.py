@@ -162,6 +162,7 @@ async def running_server(mode: str, root: Path = ROOT) -> AsyncIterator[Server]:
         ROOM_MODE=mode,
         LOG_LEVEL="WARNING",
         MAX_PARTICIPANTS="16",
+        DATABASE_URL="memory",  # signaling's history is not what this measures
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

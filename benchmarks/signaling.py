@@ -9,6 +9,12 @@ fresh process, because the generator and the server share the machine's cores.
 
     python -m benchmarks.signaling --clients 100,400,1000 --seconds 10 \\
         --json benchmarks/results/signaling.json --plot benchmarks/results/signaling.png
+
+`--load chat` measures the durable history instead (see `benchmarks/_chat.py`): study
+messages with acks, our server with its history in memory, in SQLite and in PostgreSQL.
+
+    python -m benchmarks.signaling --load chat --clients 100,400 --rate 2 --rounds 3 \\
+        --json benchmarks/results/chat.json --plot benchmarks/results/chat.png
 """
 
 from __future__ import annotations
@@ -37,8 +43,18 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from benchmarks import _chat as chat
 from benchmarks import _report as report
-from benchmarks._report import Metric, add_side_by_side, machine_busy_s, sweep_progress
+from benchmarks._report import (
+    Metric,
+    add_side_by_side,
+    machine_busy_s,
+    save_figure,
+    sweep_progress,
+)
+from benchmarks._report import (
+    fmt as _fmt,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference"
@@ -46,7 +62,16 @@ LOADGEN = REFERENCE / "loadgen.js"
 TMP = ROOT / "benchmarks" / "results" / "tmp"
 SERVERS = ("python", "node")
 # Settings that would take our server out of in-memory, open-auth mode.
-_SCRUB_ENV = ("REDIS_URL", "JWT_SECRET", "AUTH_VERIFY_URL", "MEMBERSHIP_URL", "PORT", "HOST")
+_SCRUB_ENV = (
+    "REDIS_URL",
+    "JWT_SECRET",
+    "AUTH_VERIFY_URL",
+    "MEMBERSHIP_URL",
+    "PORT",
+    "HOST",
+    "DATABASE_URL",
+    "SQLITE_SYNCHRONOUS",
+)
 
 console = Console(stderr=True)
 
@@ -72,6 +97,9 @@ class Params:
     deflate: bool
     py_spy_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    load: str = "offer"
+    rounds: int = 1
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
 
 
 def _lines(stream: IO[str], sink: queue.Queue[str | None]) -> None:
@@ -179,6 +207,8 @@ class LoadGen:
             str(p.size),
             "--concurrency",
             str(p.concurrency),
+            "--mode",
+            p.load,
         ]
         if wait:
             argv.append("--wait")
@@ -227,27 +257,40 @@ class LoadGen:
         self.proc.wait()
 
 
-def _server_env(p: Params) -> dict[str, str]:
+def _server_env(p: Params, history: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
     env.update({"ROOM_MODE": "mesh", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    # The offer load measures the relay: its history stays in memory.
+    env.update(history or {"DATABASE_URL": "memory"})
     env.update(p.extra_env)
     return env
 
 
 def _argv_for(name: str, p: Params) -> list[str]:
-    return p.python_cmd if name == "python" else p.node_cmd
+    return p.node_cmd if name == "node" else p.python_cmd
 
 
 def run_one(name: str, clients: int, p: Params, progress: Progress, task: TaskID) -> dict[str, Any]:
-    """One fresh server, a warm-up, idle memory with C clients joined, then the offer load."""
+    """One fresh server (and database), a warm-up, idle memory with C clients joined, then
+    the offer load (or the chat load)."""
+    if p.load != "chat":
+        return _run_one(name, clients, p, progress, task, _server_env(p))
+    with chat.server_env(name, p.postgres_url) as history:
+        return _run_one(name, clients, p, progress, task, _server_env(p, history))
+
+
+def _run_one(
+    name: str, clients: int, p: Params, progress: Progress, task: TaskID, env: dict[str, str]
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "server": name,
         "clients": clients,
         "rooms_of": p.rooms_of,
         "rate": p.rate,
         "seconds": p.seconds,
+        "load": p.load,
     }
-    with running(name, _argv_for(name, p), _server_env(p)) as server:
+    with running(name, _argv_for(name, p), env) as server:
         # Warm-up: imports, code paths and JIT are paid before the baseline is taken.
         warm = LoadGen(server.url, p, clients=max(2 * p.rooms_of, 8), seconds=1, wait=False)
         try:
@@ -269,7 +312,7 @@ def run_one(name: str, clients: int, p: Params, progress: Progress, task: TaskID
             time.sleep(1.0)  # idle: C clients connected and joined, nothing in flight
             rss1 = server.rss()
             cpu0, busy0, wall0 = server.cpu_s(), machine_busy_s(), time.monotonic()
-            if p.py_spy_dir is not None and name == "python":
+            if p.py_spy_dir is not None and name != "node":
                 spy = _start_py_spy(server.proc.pid, p, clients)
             gen.go()
             progress.update(task, description=f"{name} C={clients}: offers")
@@ -389,29 +432,28 @@ def _round(v: float | None) -> float | None:
 
 
 def run(p: Params) -> list[dict[str, Any]]:
-    """The sweep: for each C, each server in turn on a fresh process."""
+    """The sweep: for each C and round, each server in turn on a fresh process; a cell is the
+    median of its rounds (rounds interleave the servers, so drift hits them alike)."""
     rows: list[dict[str, Any]] = []
     with sweep_progress(console) as progress:
-        overall = progress.add_task("sweep", total=len(p.clients) * len(p.servers))
+        total = len(p.clients) * len(p.servers) * p.rounds
+        overall = progress.add_task("sweep", total=total)
         for clients in p.clients:
+            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in p.servers}
+            for _ in range(p.rounds):
+                for name in p.servers:
+                    task = progress.add_task(f"{name} C={clients}: start", total=p.seconds)
+                    try:
+                        rounds[name].append(run_one(name, clients, p, progress, task))
+                    except BenchError as exc:
+                        console.print(f"[red]{name} C={clients}: {exc}")
+                        rounds[name].append({"server": name, "clients": clients, "error": str(exc)})
+                    progress.remove_task(task)
+                    progress.advance(overall)
             for name in p.servers:
-                task = progress.add_task(f"{name} C={clients}: start", total=p.seconds)
-                try:
-                    rows.append(run_one(name, clients, p, progress, task))
-                except BenchError as exc:
-                    console.print(f"[red]{name} C={clients}: {exc}")
-                    rows.append({"server": name, "clients": clients, "error": str(exc)})
-                progress.remove_task(task)
-                progress.advance(overall)
+                cells = rounds[name]
+                rows.append(chat.median_rows(cells) if len(cells) > 1 else cells[0])
     return rows
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -532,14 +574,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         )
     ax1.set(xlabel="clients", ylabel="offer->answer RTT p99 (ms)", yscale="log")
     ax2.set(xlabel="clients", ylabel="answered offers / s")
-    for ax in (ax1, ax2):
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.suptitle("Signaling relay under load (rooms of 4, 4 KB offers)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, (ax1, ax2), "Signaling relay under load (rooms of 4, 4 KB offers)", path)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Namespace]:
@@ -553,12 +588,29 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Name
     )
     ap.add_argument("--clients", default="100,400,1000", help="comma list of client counts")
     ap.add_argument("--rooms-of", type=int, default=4, help="clients per room")
-    ap.add_argument("--rate", type=float, default=5.0, help="offers per second per client")
+    ap.add_argument(
+        "--load",
+        choices=["offer", "chat"],
+        default="offer",
+        help="offer: the relay, ours vs Node; chat: acked study messages, history in "
+        "memory vs SQLite vs PostgreSQL",
+    )
+    ap.add_argument("--rate", type=float, help="offers (chat: messages) per second per client")
     ap.add_argument("--seconds", type=float, default=10.0, help="offer phase length")
     ap.add_argument("--grace", type=float, default=3.0, help="wait for late answers")
-    ap.add_argument("--size", type=int, default=4096, help="offer/answer SDP size (chars)")
+    ap.add_argument("--size", type=int, help="offer/answer SDP size, chat message size (chars)")
     ap.add_argument("--concurrency", type=int, default=100, help="connects in flight")
-    ap.add_argument("--servers", default="python,node", help="which servers, comma list")
+    ap.add_argument(
+        "--servers",
+        help=f"which servers, comma list (offer: {','.join(SERVERS)}; chat: "
+        f"{','.join(chat.VARIANTS)})",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per cell; cells are medians")
+    ap.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="chat load: PostgreSQL server (no database: a fresh one per cell is made)",
+    )
     ap.add_argument(
         "--python-cmd",
         default=f"{shlex.quote(sys.executable)} -m signaling --host 127.0.0.1 --port 0 --mode mesh",
@@ -579,22 +631,28 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Name
     ap.add_argument("--plot", type=Path, help="write a PNG plot here")
     ap.add_argument("--markdown", type=Path, help="write the README table here")
     a = ap.parse_args(argv)
-    servers = [s.strip() for s in a.servers.split(",") if s.strip()]
-    if not servers or any(s not in SERVERS for s in servers):
-        ap.error(f"--servers takes {', '.join(SERVERS)}")
+    known = chat.VARIANTS if a.load == "chat" else SERVERS
+    servers = [s.strip() for s in (a.servers or ",".join(known)).split(",") if s.strip()]
+    if not servers or any(s not in known for s in servers):
+        ap.error(f"--servers takes {', '.join(known)} with --load {a.load}")
+    if a.rounds < 1:
+        ap.error("--rounds must be >= 1")
     p = Params(
         clients=[int(c) for c in a.clients.split(",") if c.strip()],
         rooms_of=a.rooms_of,
-        rate=a.rate,
+        rate=a.rate if a.rate is not None else (2.0 if a.load == "chat" else 5.0),
         seconds=a.seconds,
         grace=a.grace,
-        size=a.size,
+        size=a.size if a.size is not None else (200 if a.load == "chat" else 4096),
         concurrency=a.concurrency,
         servers=servers,
         python_cmd=shlex.split(a.python_cmd),
         node_cmd=shlex.split(a.node_cmd),
         deflate=not a.no_deflate,
         py_spy_dir=a.py_spy_dir,
+        load=a.load,
+        rounds=a.rounds,
+        postgres_url=a.postgres_url.rstrip("/"),
     )
     return p, a
 
@@ -622,18 +680,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "size": p.size,
             "concurrency": p.concurrency,
             "deflate_offered": p.deflate,
+            "load": p.load,
+            "rounds": p.rounds,
         },
     }
     rows = run(p)
-    Console().print(table(rows))
+    chat_load = p.load == "chat"
+    Console().print(chat.table(rows) if chat_load else table(rows))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     if a.plot:
-        plot(rows, a.plot)
+        (chat.plot if chat_load else plot)(rows, a.plot)
     if a.markdown:
         a.markdown.parent.mkdir(parents=True, exist_ok=True)
-        a.markdown.write_text(markdown(meta, rows))
+        a.markdown.write_text(chat.markdown(meta, rows) if chat_load else markdown(meta, rows))
     if p.py_spy_dir is not None:
         for folded in sorted(p.py_spy_dir.glob("signaling-python-*.folded")):
             Console().print(top_frames(folded))

@@ -1,4 +1,4 @@
-"""`python -m signaling`: run one node."""
+"""`python -m signaling`: run one node; `python -m signaling migrate`: migrate the database."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--mode", choices=["mesh", "sfu", "auto"], help="ROOM_MODE, default auto")
     parser.add_argument("--mesh-max", type=int, help="MESH_MAX: auto mode's largest mesh room")
     parser.add_argument("--redis-url", help="REDIS_URL: share state with other nodes")
+    parser.add_argument(
+        "--database-url", help="DATABASE_URL: unset = SQLite in DATA_DIR, memory, or a URL"
+    )
     args = parser.parse_args(argv)
     overrides = {
         "host": args.host,
@@ -36,6 +39,7 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         "room_mode": args.mode,
         "mesh_max": args.mesh_max,
         "redis_url": args.redis_url,
+        "database_url": args.database_url,
     }
     return {key: value for key, value in overrides.items() if value is not None}
 
@@ -67,9 +71,32 @@ async def serve(settings: Settings) -> None:
     await runner.cleanup()
 
 
+async def migrate_only(settings: Settings) -> int:
+    """Brings the configured database to the newest schema and exits (no server)."""
+    from signaling.history.database import create_engine, migrate, redacted, resolve_url
+
+    url = resolve_url(settings.database_url, settings.data_dir)
+    if url is None:
+        print("DATABASE_URL=memory: nothing to migrate")
+        return 0
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    print(f"{redacted(url)} is at the newest schema")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = Settings(**parse_args(argv))
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["migrate"]:
+        settings = Settings(**parse_args(args[1:]))
+        logs.configure(settings.log_level, settings.log_format)
+        sys.exit(asyncio.run(migrate_only(settings)))
+    settings = Settings(**parse_args(args))
     logs.configure(settings.log_level, settings.log_format)
+    from signaling.history import DatabaseUnavailable
     from signaling.store.redis import StoreUnavailable
 
     try:
@@ -80,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     try:
         asyncio.run(serve(settings))
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, DatabaseUnavailable) as exc:
         print(f"signaling: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(0)

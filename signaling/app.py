@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 
 from signaling.config import Settings
 from signaling.handlers import Handlers
+from signaling.history import open_history, utcnow
 from signaling.http import setup_routes
 from signaling.hub import Hub, MediaPlaneLike
 
@@ -34,12 +36,19 @@ def build_media_plane(settings: Settings) -> MediaPlaneLike | None:
 
 
 class Application:
-    """One node: its hub, handlers and background sweeper, started and stopped together."""
+    """One node: its hub, history, handlers and background tasks, started and stopped together."""
 
     def __init__(self, settings: Settings, media: MediaPlaneLike | None = None) -> None:
         self.settings = settings
         self.hub = Hub(settings, media=media if media is not None else build_media_plane(settings))
-        self.handlers = Handlers(self.hub)
+        self.history = open_history(
+            settings.database_url,
+            settings.data_dir,
+            self.hub.store,
+            settings.chat_history,
+            settings.sqlite_synchronous,
+        )
+        self.handlers = Handlers(self.hub, self.history)
         self.web = web.Application(middlewares=[cors_middleware(settings)])
         self.web[APP_KEY] = self
         self.hub.sio.attach(self.web)
@@ -48,7 +57,15 @@ class Application:
         self.web.on_shutdown.append(self._on_shutdown)
 
     async def _on_startup(self, _: web.Application) -> None:
+        await self.history.start()
         await self.hub.start()
+        if not self.hub.store.shared:
+            # Without Redis the rooms died with the previous process: so did their calls.
+            ended = await self.history.end_open_calls()
+            if ended:
+                log.info("ended %d calls left open by the previous run", ended)
+        if self.settings.history_days > 0:
+            self.hub.spawn(self._cleanup(), "history-cleanup")
         if self.hub.store.shared:
             # A node restarted under the same NODE_ID before its heartbeat expired would
             # otherwise never be seen dead, and its old participants would stay as ghosts.
@@ -57,7 +74,24 @@ class Application:
             self.hub.spawn(self._liveness(), "node-liveness")
 
     async def _on_shutdown(self, _: web.Application) -> None:
-        await self.hub.stop()
+        await self.hub.stop()  # everyone leaves: their call-history events are queued
+        await self.history.close()  # ... and committed
+
+    async def _cleanup(self) -> None:
+        """Deletes history older than HISTORY_DAYS; one node of several does it per period."""
+        period = self.settings.history_cleanup_s
+        while True:
+            try:
+                if await self.hub.store.claim("history-cleanup", period * 0.9):
+                    cutoff = utcnow() - timedelta(days=self.settings.history_days)
+                    deleted = await self.history.purge(cutoff)
+                    if deleted:
+                        log.info("history cleanup: %d rows older than %s deleted", deleted, cutoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("history cleanup failed")
+            await asyncio.sleep(period)
 
     async def _liveness(self) -> None:
         """Heartbeats this node and removes the participants of nodes that stopped beating."""

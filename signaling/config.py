@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -47,6 +48,15 @@ class Settings(BaseSettings):
     node_ttl_s: float = 6.0
 
     sfu_video_codec: Literal["VP8", "H264"] = "VP8"
+
+    # Durable history (signaling/history): unset = SQLite in DATA_DIR; `memory`; or a URL.
+    database_url: str | None = None
+    data_dir: Path = Path("data")
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """normal: acks survive any death of the process; full: a power cut too (an fsync each)."""
+    history_days: int = Field(default=0, ge=0)
+    """Delete chat, notifications and ended calls older than this many days; 0 keeps all."""
+    history_cleanup_s: float = Field(default=3600.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

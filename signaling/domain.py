@@ -81,6 +81,27 @@ class ChatMessage(BaseModel):
         return data
 
 
+class Notification(BaseModel):
+    """A notification the application pushed for one user (PROTOCOL.md section 4)."""
+
+    id: str = Field(default_factory=new_id)
+    userId: str
+    type: str
+    message: str
+    studyId: str | None = None
+    data: dict[str, Any] | None = None
+    createdAt: str = Field(default_factory=now_iso)
+
+    def wire(self) -> dict[str, Any]:
+        """`{ id, type, message, studyId?, data? }`: optional fields left out when unset."""
+        data: dict[str, Any] = {"id": self.id, "type": self.type, "message": self.message}
+        if self.studyId is not None:
+            data["studyId"] = self.studyId
+        if self.data is not None:
+            data["data"] = self.data
+        return data
+
+
 class ModeChange(BaseModel):
     previous: Topology
     current: Topology
@@ -98,6 +119,8 @@ class VideoRoom(Record):
     participants: dict[str, Participant] = Field(default_factory=dict)
     mediaNode: str | None = None
     """The node whose SFU carries this room's media while it is sfu (one node per room)."""
+    callId: str = Field(default_factory=new_id)
+    """One call = the room from its first join until it empties (call history's key)."""
 
     @classmethod
     def open(cls, room_id: str, policy: Policy, mesh_max: int, study_id: str | None) -> VideoRoom:
@@ -271,6 +294,20 @@ class Study(Record):
         return not self.members
 
 
+class UserSockets(Record):
+    """Which sockets a user has connected, on any node (is the user online?)."""
+
+    kind: ClassVar[str] = "online"
+
+    userId: str
+    sockets: dict[str, str] = Field(default_factory=dict)
+    """socket id -> node id"""
+
+    @property
+    def online(self) -> bool:
+        return bool(self.sockets)
+
+
 class Waiting(BaseModel):
     socketId: str
     user: User
@@ -312,6 +349,7 @@ __all__ = [
     "GuideRoom",
     "ModeChange",
     "NotFound",
+    "Notification",
     "PairingQueue",
     "Participant",
     "Policy",
@@ -320,6 +358,7 @@ __all__ = [
     "StudyMember",
     "Topology",
     "User",
+    "UserSockets",
     "VideoRoom",
     "Waiting",
     "check_room_claim",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import resource
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,8 +16,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
-from signaling.domain import GuideRoom, VideoRoom, new_id
-from signaling.models import NotificationIn, StudyEventIn
+from signaling.domain import GuideRoom, Notification, VideoRoom
+from signaling.errors import NotFound
+from signaling.history import HistoryUnavailable, utcnow
+from signaling.models import MessagesQuery, NotificationIn, RoomHistoryQuery, StudyEventIn
 
 if TYPE_CHECKING:
     from signaling.app import Application
@@ -44,8 +48,25 @@ def _error(status: int, code: str, message: str) -> web.Response:
     )
 
 
+Route = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def history_guard(route: Route) -> Route:
+    """A database that fails answers 503 with the contract's error body, not a traceback."""
+
+    @functools.wraps(route)
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await route(request)
+        except HistoryUnavailable as exc:
+            return _error(503, exc.code.value, exc.message)
+
+    return guarded
+
+
 def setup_routes(app: web.Application, application: Application) -> None:
     hub = application.hub
+    history = application.history
     handlers = application.handlers
     settings = hub.settings
 
@@ -53,16 +74,21 @@ def setup_routes(app: web.Application, application: Application) -> None:
         redis = "disabled"
         if hub.store.shared:
             redis = "ok" if await hub.store.ping() else "error"
+        database = "memory"
+        if history.name != "memory":
+            database = "ok" if await history.ping() else "error"
+        healthy = "error" not in (redis, database)
         body = {
-            "status": "ok" if redis != "error" else "degraded",
+            "status": "ok" if healthy else "degraded",
             "connections": hub.connection_count,
             "uptime": hub.uptime(),
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "node": hub.node_id,
             "auth": settings.auth_mode,
             "redis": redis,
+            "database": database,
         }
-        return web.json_response(body, status=200 if redis != "error" else 503)
+        return web.json_response(body, status=200 if healthy else 503)
 
     async def list_rooms() -> list[dict[str, Any]]:
         video = [r.summary() for r in await hub.store.load_all(VideoRoom)]
@@ -115,13 +141,49 @@ def setup_routes(app: web.Application, application: Application) -> None:
             note = NotificationIn.model_validate(await body_of(request))
         except ValidationError as exc:
             return _error(400, "INVALID_PAYLOAD", str(exc.errors()[0]["msg"]))
-        payload: dict[str, Any] = {"id": new_id(), "type": note.type, "message": note.message}
-        if note.studyId is not None:
-            payload["studyId"] = note.studyId
-        if note.data is not None:
-            payload["data"] = note.data
-        await hub.sio.emit("notification", payload, to=f"user:{note.userId}")
-        return web.json_response({"ok": True, "id": payload["id"]}, status=202)
+        stored = Notification(
+            userId=note.userId,
+            type=note.type,
+            message=note.message,
+            studyId=note.studyId,
+            data=note.data,
+        )
+        await handlers.notifications.push(stored)
+        return web.json_response({"ok": True, "id": stored.id}, status=202)
+
+    def path_id(request: web.Request, name: str) -> str | None:
+        value = request.match_info[name]
+        return value if 0 < len(value) <= 256 else None
+
+    async def study_messages(request: web.Request) -> web.Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        if (study_id := path_id(request, "studyId")) is None:
+            return _error(400, "INVALID_PAYLOAD", "bad study id")
+        try:
+            query = MessagesQuery.model_validate(dict(request.query))
+            page = await history.study_messages(study_id, query.before, query.limit)
+        except ValidationError as exc:
+            return _error(400, "INVALID_PAYLOAD", str(exc.errors()[0]["msg"]))
+        except NotFound as exc:
+            return _error(404, "NOT_FOUND", exc.message)
+        messages = [{**m.wire(), "readBy": page.read_by.get(m.id, [])} for m in page.messages]
+        return web.json_response(
+            {"studyId": study_id, "messages": messages, "hasMore": page.has_more}
+        )
+
+    async def room_history(request: web.Request) -> web.Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        if (room_id := path_id(request, "roomId")) is None:
+            return _error(400, "INVALID_PAYLOAD", "bad room id")
+        try:
+            query = RoomHistoryQuery.model_validate(dict(request.query))
+        except ValidationError as exc:
+            return _error(400, "INVALID_PAYLOAD", str(exc.errors()[0]["msg"]))
+        now = utcnow()
+        calls = await history.room_history(room_id, query.limit, settings.chat_history)
+        return web.json_response({"roomId": room_id, "calls": [c.wire(now) for c in calls]})
 
     async def study_event(request: web.Request) -> web.Response:
         if (refused := authorized(request)) is not None:
@@ -174,9 +236,11 @@ def setup_routes(app: web.Application, application: Application) -> None:
     app.router.add_get("/metrics", metrics_json)
     app.router.add_get("/metrics/prometheus", metrics_prometheus)
     app.router.add_get("/rooms", rooms)
-    app.router.add_post("/api/notifications", notify)
+    app.router.add_post("/api/notifications", history_guard(notify))
     app.router.add_post("/api/studies/{studyId}/events", study_event)
     app.router.add_delete("/api/rooms/{roomId}", close_room)
+    app.router.add_get("/api/studies/{studyId}/messages", history_guard(study_messages))
+    app.router.add_get("/api/rooms/{roomId}/history", history_guard(room_history))
     app.router.add_get("/", index)
     app.router.add_get("/vendor/{name}", vendor)
     app.router.add_get("/{path:(?!socket\\.io/).+}", static)

@@ -48,6 +48,25 @@ ACK_REQUESTED: ContextVar[bool] = ContextVar("ack_requested", default=False)
 
 
 class _AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
+    after_connect: Callable[[str], None] | None = None
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        # python-socketio 5.x private hook: the connect handler runs before the client is told
+        # it is connected; what must reach the client after that (missed notifications) waits
+        # for this point.
+        await super()._handle_connect(eio_sid, namespace, data)
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            return  # refused
+        if eio_sid not in self.eio.sockets:
+            # The client left while its connect handler ran; python-socketio ignored that
+            # disconnect (the socket was not connected yet) and connected it anyway.
+            await self._handle_disconnect(eio_sid, namespace, self.reason.TRANSPORT_CLOSE)
+            return
+        if self.after_connect is not None:
+            self.after_connect(sid)
+
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         fast = transport.fast_event(data)
         if fast is not None and eio_sid not in self._binary_packet:
@@ -177,6 +196,8 @@ class Hub:
         self.conns: dict[str, Conn] = {}
         self.on_start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.on_connect_hooks: list[Callable[[Conn], Awaitable[None]]] = []
+        # Run (each in a task) once the client has been told it is connected.
+        self.on_connected_hooks: list[Callable[[Conn], Awaitable[None]]] = []
         self.on_disconnect_hooks: list[Callable[[Conn], Awaitable[None]]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -184,6 +205,7 @@ class Hub:
         self._cleanups_done = asyncio.Event()
         self._cleanups_done.set()
         self.sio.on("connect", self._on_connect)
+        self.sio.after_connect = self._after_connect
         self.sio.on("disconnect", self._on_disconnect)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -271,6 +293,13 @@ class Hub:
         await self.sio.enter_room(sid, f"user:{identity.user.id}")
         for hook in self.on_connect_hooks:
             await hook(conn)
+
+    def _after_connect(self, sid: str) -> None:
+        conn = self.conns.get(sid)
+        if conn is None:
+            return
+        for hook in self.on_connected_hooks:
+            self.spawn(hook(conn), "after-connect")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.get(sid)

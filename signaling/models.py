@@ -127,6 +127,19 @@ class NotificationIn(Payload):
     data: dict[str, Any] | None = None
 
 
+class MessagesQuery(Payload):
+    """`GET /api/studies/{studyId}/messages?before=&limit=`"""
+
+    before: StrictStr | None = Field(default=None, min_length=1, max_length=ID_MAX)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class RoomHistoryQuery(Payload):
+    """`GET /api/rooms/{roomId}/history?limit=`"""
+
+    limit: int = Field(default=20, ge=1, le=100)
+
+
 class StudyEventIn(Payload):
     event: Literal["task-updated", "task-assigned"]
     data: dict[str, Any]

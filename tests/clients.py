@@ -68,6 +68,17 @@ class Client:
         return items
 
 
+async def first_of(clients: list[Client], event: str, timeout: float = TIMEOUT) -> tuple[int, Any]:
+    """(index, payload) of whichever client receives `event` first; the others' waits end."""
+    waits = {asyncio.ensure_future(c.next(event, timeout)): i for i, c in enumerate(clients)}
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    task = done.pop()
+    return waits[task], task.result()
+
+
 @asynccontextmanager
 async def connected(url: str, *user_ids: str, **auth: Any) -> AsyncIterator[list[Client]]:
     clients = [await Client(url, uid, **auth).connect() for uid in user_ids]

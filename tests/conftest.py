@@ -9,6 +9,7 @@ import aiortc.codecs.vpx
 import pytest
 
 from benchmarks._media import Clip, encode_opus_clip, encode_vp8_clip
+from tests.postgres_server import database, postgres_server
 from tests.redis_server import redis_server
 from tests.server import InProcess, inprocess_server
 from tests.sfu.peers import DecodeCounter
@@ -54,4 +55,19 @@ def redis_url() -> Iterator[str]:
         yield existing
         return
     with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server (the machine's, or a throwaway cluster) as a URL without a
+    database; `postgres_url` is this run's own database on it."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: str) -> Iterator[str]:
+    """One database per test session, created and dropped here; tests use unique ids."""
+    with database(postgres) as url:
         yield url

@@ -36,12 +36,16 @@ class ServerProcess:
 async def running_server(
     *args: str, startup_timeout: float = 20.0, **env: str
 ) -> AsyncIterator[ServerProcess]:
-    """Starts `python -m signaling --port 0` with `env` and yields once it accepts connections."""
+    """Starts `python -m signaling --port 0` with `env` and yields once it accepts connections.
+
+    The history is in memory unless `env` names a `DATABASE_URL` (tests never write into the
+    checkout's `./data`)."""
     environment = {
         **os.environ,
         "HOST": "127.0.0.1",
         "PORT": "0",
         "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": "memory",
         **{key.upper(): str(value) for key, value in env.items()},
     }
     process = await asyncio.create_subprocess_exec(
@@ -88,7 +92,10 @@ class InProcess:
 
 @asynccontextmanager
 async def inprocess_server(**overrides: Any) -> AsyncIterator[InProcess]:
-    """The same application on an ephemeral port in this event loop (fast, inspectable)."""
+    """The same application on an ephemeral port in this event loop (fast, inspectable).
+
+    The history is in memory unless `overrides` names a `database_url`."""
+    overrides.setdefault("database_url", "memory")
     settings = Settings(_env_file=None, host="127.0.0.1", port=0, **overrides)  # type: ignore[call-arg]
     application = Application(settings)
     runner = web.AppRunner(application.web, handle_signals=False, access_log=None)

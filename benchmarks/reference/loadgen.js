@@ -12,7 +12,10 @@
 // C clients join rooms of R (`video:join-room` with ack), then every client sends a SIZE-byte
 // `video:offer` RATE times a second to a room-mate (round robin); the room-mate answers with a
 // SIZE-byte `video:answer`. The sender matches answers to offers by an id on the first SDP line
-// and records the round trip. Progress and results are JSON lines on stdout:
+// and records the round trip.
+// With --mode chat, C clients join studies of R (`join-study` with ack) and every client sends a
+// study `message` of SIZE characters with an ack RATE times a second; the round trip is message
+// sent -> its ack `{ ok, id }` received (the server acks once the message is stored). Progress and results are JSON lines on stdout:
 //   {"event":"joined", ...}   all clients connected and joined (then waits for "go" on stdin
 //                             when --wait is given, so the driver can measure idle memory)
 //   {"event":"tick", ...}     once a second while sending
@@ -39,6 +42,8 @@ const joinTimeout = Number(arg("join-timeout", "60"));
 const wait = process.argv.includes("--wait");
 const deflate = !process.argv.includes("--no-deflate");
 const prefix = arg("prefix", `bench-${process.pid}`);
+const mode = arg("mode", "offer");
+const chat = mode === "chat";
 
 const wsUrl = `${url.replace(/^http/, "ws").replace(/\/$/, "")}/socket.io/?EIO=4&transport=websocket`;
 
@@ -57,6 +62,10 @@ function sdpJson(id) {
 }
 function offerPacket(to, id) {
   return `42["video:offer",{"to":"${to}","offer":{"type":"offer","sdp":"${sdpJson(id)}"}}]`;
+}
+function chatPacket(studyId, ackId, id) {
+  const n = Math.max(1, size - id.length - 1);
+  return `42${ackId}["message",{"studyId":"${studyId}","content":"${id} ${PAD.slice(0, n)}"}]`;
 }
 function answerPacket(to, id) {
   return `42["video:answer",{"to":"${to}","answer":{"type":"answer","sdp":"${sdpJson(id)}"}}]`;
@@ -87,7 +96,7 @@ let firstError = null;
 
 function makeClient(index) {
   return new Promise((resolve) => {
-    const c = { index, ws: null, self: null, mates: [], next: 0, seq: 0, timer: null };
+    const c = { index, ws: null, self: null, mates: [], next: 0, seq: 0, timer: null, acks: new Map() };
     let done = false;
     const finish = (ok, error) => {
       if (done) return;
@@ -142,15 +151,37 @@ function makeClient(index) {
         }
       } else if (kind === 0x30 /* 0: namespace connect */) {
         const roomId = `${prefix}-r${Math.floor(index / roomsOf)}`;
-        ws.send(`421${JSON.stringify(["video:join-room", { roomId }])}`);
+        if (chat) {
+          c.study = `${prefix}-s${Math.floor(index / roomsOf)}`;
+          ws.send(`421${JSON.stringify(["join-study", { studyId: c.study }])}`);
+        } else {
+          ws.send(`421${JSON.stringify(["video:join-room", { roomId }])}`);
+        }
+      } else if (kind === 0x33 /* 3: ack */ && chat && c.self) {
+        const bracket = msg.indexOf("[");
+        const key = c.acks.get(msg.slice(2, bracket));
+        if (key === undefined) return;
+        c.acks.delete(msg.slice(2, bracket));
+        const t0 = pending.get(key);
+        if (t0 === undefined) return;
+        pending.delete(key);
+        if (msg.startsWith('[{"ok":true', bracket)) {
+          const now = performance.now();
+          rtts.push(now - t0);
+          stats.answered += 1;
+          lastAnswerAt = now;
+        } else {
+          stats.errors += 1;
+          if (firstError === null) firstError = msg.slice(0, 300);
+        }
       } else if (kind === 0x33 /* 3: ack */) {
         const ack = JSON.parse(msg.slice(msg.indexOf("[")))[0];
         if (!ack || !ack.ok) {
           finish(false, JSON.stringify(ack));
           return;
         }
-        c.self = ack.self;
-        for (const p of ack.participants) {
+        c.self = chat ? "joined" : ack.self;
+        for (const p of ack.participants || []) {
           if (!c.mates.includes(p.socketId)) c.mates.push(p.socketId);
         }
         finish(true);
@@ -188,7 +219,8 @@ async function main() {
   const joinStorm = (performance.now() - t0) / 1000;
 
   // Everyone must know their room-mates (video:user-joined may trail the last ack).
-  const expected = (c) => Math.min(roomsOf, clients - Math.floor(c.index / roomsOf) * roomsOf) - 1;
+  const expected = (c) =>
+    chat ? 0 : Math.min(roomsOf, clients - Math.floor(c.index / roomsOf) * roomsOf) - 1;
   const deadline = performance.now() + 10000;
   while (all.some((c) => c.self && c.mates.length < expected(c)) && performance.now() < deadline) {
     await sleep(20);
@@ -216,9 +248,19 @@ async function main() {
   const start = performance.now();
   const period = 1000 / rate;
   for (const c of all) {
-    if (!c.self || c.mates.length === 0) continue;
+    if (!c.self || (c.mates.length === 0 && !chat)) continue;
     const fire = () => {
-      if (c.mates.length === 0 || c.ws.readyState !== WebSocket.OPEN) return;
+      if (c.ws.readyState !== WebSocket.OPEN) return;
+      if (chat) {
+        const ackId = String(c.seq + 2); // 1 was the join
+        const id = `${c.index}.${c.seq++}`;
+        c.acks.set(ackId, id);
+        pending.set(id, performance.now());
+        stats.sent += 1;
+        c.ws.send(chatPacket(c.study, ackId, id));
+        return;
+      }
+      if (c.mates.length === 0) return;
       const to = c.mates[c.next++ % c.mates.length];
       const id = `${c.index}.${c.seq++}`;
       pending.set(id, performance.now());

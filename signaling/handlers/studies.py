@@ -6,10 +6,9 @@ from typing import Any
 
 from signaling.domain import ChatMessage, Study, StudyMember
 from signaling.errors import Forbidden, NotFound, NotInRoom
+from signaling.history import History
 from signaling.hub import Conn, Hub, model_parser
-from signaling.models import NotificationRead, ReadReceipt, StudyMessage, StudyRef
-
-CHAT = "study-chat"
+from signaling.models import ReadReceipt, StudyMessage, StudyRef
 
 
 def study_room(study_id: str) -> str:
@@ -17,9 +16,10 @@ def study_room(study_id: str) -> str:
 
 
 class Studies:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, history: History) -> None:
         self.hub = hub
         self.store = hub.store
+        self.history = history
         # Documents 000 and 003 name the same events with and without the `presence:` prefix.
         for name in ("presence:join-study", "join-study"):
             hub.on(name, model_parser(StudyRef))(self.join)
@@ -28,7 +28,6 @@ class Studies:
         hub.on("message", model_parser(StudyMessage))(self.message)
         hub.on("typing", model_parser(StudyRef))(self.typing)
         hub.on("read", model_parser(ReadReceipt))(self.read)
-        hub.on("notification-read", model_parser(NotificationRead))(self.notification_read)
         hub.on_disconnect_hooks.append(self.on_disconnect)
         self.joined: dict[str, set[str]] = {}  # local socket -> studies, for disconnects
 
@@ -60,8 +59,8 @@ class Studies:
                 to=others,
             )
         history = [
-            ChatMessage.model_validate_json(m).wire()
-            for m in await self.store.read_list(CHAT, study_id)
+            m.wire()
+            for m in await self.history.recent_messages(study_id, self.hub.settings.chat_history)
         ]
         await self.hub.emit("chat-history", {"studyId": study_id, "messages": history}, to=conn.sid)
         return {
@@ -117,9 +116,7 @@ class Studies:
         message = ChatMessage(
             studyId=payload.studyId, content=content, fileId=payload.fileId, user=conn.identity.user
         )
-        await self.store.append_capped(
-            CHAT, payload.studyId, message.model_dump_json(), self.hub.settings.chat_history
-        )
+        await self.history.add_message(message)  # the ack promises it is stored
         await self.hub.sio.emit("message", message.wire(), to=study_room(payload.studyId))
         return {"ok": True, "id": message.id}
 
@@ -139,8 +136,8 @@ class Studies:
         for study_id in candidates:
             if study_id not in studies:
                 raise NotInRoom("join the study first")
-            history = await self.store.read_list(CHAT, study_id)
-            if any(ChatMessage.model_validate_json(m).id == payload.messageId for m in history):
+            if await self.history.has_message(study_id, payload.messageId):
+                await self.history.mark_read(payload.messageId, conn.user_id)
                 await self.hub.sio.emit(
                     "read",
                     {"messageId": payload.messageId, "userId": conn.user_id, "studyId": study_id},
@@ -148,13 +145,3 @@ class Studies:
                 )
                 return {"ok": True}
         raise NotFound("no such message in your studies")
-
-    async def notification_read(self, conn: Conn, payload: NotificationRead) -> dict[str, Any]:
-        # Tells the user's other tabs, so a notification read in one disappears in all.
-        await self.hub.sio.emit(
-            "notification-read",
-            {"notificationId": payload.notificationId},
-            to=f"user:{conn.user_id}",
-            skip_sid=conn.sid,
-        )
-        return {"ok": True}

@@ -7,6 +7,8 @@ from typing import Any
 
 from signaling.domain import ChatMessage, ModeChange, Participant, VideoRoom, check_room_claim
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
+from signaling.history import History, utcnow
+from signaling.history.base import parse_iso
 from signaling.hub import Conn, Hub, model_parser
 from signaling.media import SFU, MediaRouter
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
@@ -32,9 +34,10 @@ CHAT = "video-chat"
 
 
 class VideoRooms:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, history: History) -> None:
         self.hub = hub
         self.store = hub.store
+        self.history = history
         self.media = MediaRouter(hub, self._wants_media)
         on = hub.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
@@ -83,6 +86,7 @@ class VideoRooms:
                 socketId=sid, userId=conn.user_id, user=conn.identity.user, node=hub.node_id
             )
         async with self.store.edit(VideoRoom, room_id) as slot:
+            opened = slot.value is None
             room = slot.value or VideoRoom.open(
                 room_id,
                 policy or settings.room_mode,  # type: ignore[arg-type]
@@ -94,6 +98,7 @@ class VideoRooms:
             if self.media.available:
                 room.place_media(hub.node_id)
             slot.value = room
+        self._record_join(room, participant, opened, rejoin, change)
         await self.store.set_index(SOCKET_ROOM, sid, room_id)
         ROOM_JOINS.labels("video").inc()
         others = [p.wire() for p in room.others(sid)]
@@ -147,6 +152,7 @@ class VideoRooms:
         await self.store.set_index(SOCKET_ROOM, sid, None)
         if room is None or participant is None:
             return
+        self._record_leave(room, sid, change)
         remaining = [p.socketId for p in room.participants.values()]
         await self.hub.emit(
             "video:user-left", {"socketId": sid, "userId": participant.userId}, to=remaining
@@ -172,6 +178,7 @@ class VideoRooms:
             slot.value = None
         if room is None:
             return False
+        self.history.call_ended(room.callId, utcnow())
         sids = list(room.participants)
         for sid in sids:
             await self.store.set_index(SOCKET_ROOM, sid, None)
@@ -212,6 +219,32 @@ class VideoRooms:
         if current != room_id:
             raise NotInRoom("not in this room")
         return room_id
+
+    # -- call history (write-behind) ------------------------------------------------------------
+
+    def _record_join(
+        self,
+        room: VideoRoom,
+        participant: Participant,
+        opened: bool,
+        rejoin: bool,
+        change: ModeChange | None,
+    ) -> None:
+        history, at = self.history, parse_iso(participant.joinedAt)
+        if opened:
+            history.call_started(room.callId, room.id, room.studyId, room.mode, at)
+        if not rejoin:
+            history.participant_joined(room.callId, participant.socketId, participant.user, at)
+        if change is not None:
+            history.mode_changed(room.callId, change.current, at)
+
+    def _record_leave(self, room: VideoRoom, sid: str, change: ModeChange | None) -> None:
+        at = utcnow()
+        self.history.participant_left(room.callId, sid, at)
+        if room.empty:
+            self.history.call_ended(room.callId, at)
+        elif change is not None:
+            self.history.mode_changed(room.callId, change.current, at)
 
     # -- topology -----------------------------------------------------------------------------
 
@@ -333,10 +366,13 @@ class VideoRooms:
         await self.room_of(conn, payload.roomId)
         content = self.hub.limits.chat(payload.content)
         message = ChatMessage(roomId=payload.roomId, content=content, user=conn.identity.user)
+        room = await self.store.load(VideoRoom, payload.roomId)
+        if room is None:
+            raise NotInRoom("not in this room")
+        # The ack promises the message is stored; the room's live chat is in the store.
+        await self.history.add_message(message, call_id=room.callId)
         await self.store.append_capped(
             CHAT, payload.roomId, message.model_dump_json(), self.hub.settings.chat_history
         )
-        room = await self.store.load(VideoRoom, payload.roomId)
-        if room is not None:
-            await self.hub.emit("video:chat", message.wire(), to=list(room.participants))
+        await self.hub.emit("video:chat", message.wire(), to=list(room.participants))
         return {"ok": True, "id": message.id}

@@ -15,28 +15,31 @@ from tests.server import ServerProcess, running_server
 
 
 def node(
-    redis_url: str, prefix: str, name: str, ttl_s: float = 1.5, mode: str = "mesh"
+    redis_url: str, prefix: str, name: str, ttl_s: float = 1.5, mode: str = "mesh", **env: str
 ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
-    """Node `{prefix}-{name}` (mesh by default), sharing state under the key prefix `prefix`."""
-    return running_server(
-        REDIS_URL=redis_url,
-        REDIS_PREFIX=prefix,
-        NODE_ID=f"{prefix}-{name}",
-        ROOM_MODE=mode,
+    """Node `{prefix}-{name}` (mesh by default), sharing state under the key prefix `prefix`;
+    `env` adds settings (a shared `DATABASE_URL`, say)."""
+    settings: dict[str, Any] = {
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "NODE_ID": f"{prefix}-{name}",
+        "ROOM_MODE": mode,
         # Short liveness timers so a dead node is noticed quickly (defaults 2 s / 6 s).
-        NODE_HEARTBEAT_S="0.5",
-        NODE_TTL_S=str(ttl_s),
-    )
+        "NODE_HEARTBEAT_S": "0.5",
+        "NODE_TTL_S": str(ttl_s),
+        **env,
+    }
+    return running_server(**settings)
 
 
 @contextlib.asynccontextmanager
 async def two_nodes(
-    redis_url: str, prefix: str, ttl_s: float = 1.5, mode: str = "mesh"
+    redis_url: str, prefix: str, ttl_s: float = 1.5, mode: str = "mesh", **env: str
 ) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes `{prefix}-a` and `{prefix}-b` on one Redis."""
     async with (
-        node(redis_url, prefix, "a", ttl_s, mode) as a,
-        node(redis_url, prefix, "b", ttl_s, mode) as b,
+        node(redis_url, prefix, "a", ttl_s, mode, **env) as a,
+        node(redis_url, prefix, "b", ttl_s, mode, **env) as b,
     ):
         yield a, b
 

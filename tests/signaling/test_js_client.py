@@ -58,6 +58,7 @@ def server_url() -> Iterator[str]:
         "API_KEY": API_KEY,
         "ROOM_MODE": "mesh",
         "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": "memory",
     }
     for name in ("JWT_SECRET", "AUTH_VERIFY_URL", "MEMBERSHIP_URL", "REDIS_URL"):
         env.pop(name, None)
