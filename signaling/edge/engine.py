@@ -265,7 +265,7 @@ class EdgeSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         pkt = decode_packet(data)
         if pkt is None:
             self.drop("bad-frame", "not an Engine.IO packet", WSCloseCode.PROTOCOL_ERROR)
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
             return
         try:
             await self.receive(pkt)
@@ -273,7 +273,7 @@ class EdgeSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             # OPEN, PING or NOOP from a client: harmless, but not what a client sends.
             if self._unexpected(pkt):
                 self.drop("garbage", "too many refused inputs")
-                await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+                await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
 
     def _unexpected(self, pkt: eio_packet.Packet) -> bool:
         """Counts a packet a client has no reason to send; True when the budget is spent."""
@@ -357,13 +357,13 @@ class EdgeSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             length = -1
         if not 0 <= length <= self.server.max_http_buffer_size:
             self.drop("oversize", f"a POST of {length} bytes")
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
             return
         body = await environ["wsgi.input"].read(length)
         packets = decode_payload(body)
         if packets is None:
             self.drop("bad-frame", "not an Engine.IO payload")
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
             return
         for pkt in packets:
             if self.closed or self.closing:
