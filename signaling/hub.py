@@ -224,7 +224,7 @@ class Hub:
         if self._closing:
             raise socketio.exceptions.ConnectionRefusedError("Server shutting down")
         try:
-            identity = await self.auth.authenticate(auth)
+            identity = await self.auth.authenticate(auth, sid)
         except AuthError as exc:
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
         conn = Conn(
