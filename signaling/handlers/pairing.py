@@ -44,11 +44,12 @@ class Pairing:
             slot.value = queue
         if peer is None:
             return {"status": "waiting"}
+        seen: set[str] = set()  # who the requester found in the room when it entered
         for entry in (peer, me):
             (current,) = await self.store.get_index(SOCKET_ROOM, entry.socketId)
             if current is not None:
                 await self.video.leave(entry.socketId, current)
-            await self.video.enter(
+            entered = await self.video.enter(
                 entry.socketId,
                 None,
                 room_id,
@@ -57,9 +58,10 @@ class Pairing:
                 ),
                 policy="mesh",
             )
+            seen = {p["socketId"] for p in entered["participants"]}
         async with self.store.edit(PairingQueue, QUEUE) as slot:
             queue = slot.value or PairingQueue()
-            gone = [entry.socketId for entry in (peer, me) if queue.moved(entry.socketId)]
+            gone = [entry for entry in (peer, me) if queue.moved(entry.socketId)]
             slot.value = queue
         # The one who waited longest offers; the newcomer answers.
         for entry, other, initiator in ((peer, me, True), (me, peer, False)):
@@ -73,9 +75,16 @@ class Pairing:
                 to=entry.socketId,
             )
         # Disconnected while it was being moved: its own cleanup came too early to see it in
-        # the room, so it leaves now (the other one is told, as when a peer leaves).
-        for socket_id in gone:
-            await self.video.leave(socket_id, room_id)
+        # the room, so it leaves now (the other one is told, as when a peer leaves). A peer
+        # gone before the requester even entered was never seen there: tell the requester.
+        for entry in gone:
+            await self.video.leave(entry.socketId, room_id)
+            if entry is peer and peer.socketId not in seen:
+                await hub.emit(
+                    "video:user-left",
+                    {"socketId": peer.socketId, "userId": peer.user.id},
+                    to=me.socketId,
+                )
         return {"status": "matched", "roomId": room_id}
 
     async def cancel(self, conn: Conn, _: Empty) -> dict[str, Any]:
