@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     node_ttl_s: float = 6.0
 
     sfu_video_codec: Literal["VP8", "H264"] = "VP8"
+    # An SFU offer unanswered this long is sent again once, then the client's media is
+    # dropped (its signaling stays). A connection the client closes or that fails gets a
+    # fresh offer after SFU_RETRY_BACKOFF_S, doubling for each retry (at most 3).
+    sfu_answer_timeout_s: float = Field(default=15.0, gt=0)
+    sfu_retry_backoff_s: float = Field(default=1.0, ge=0)
 
     # Durable history (signaling/history): unset = SQLite in DATA_DIR; `memory`; or a URL.
     database_url: str | None = None

@@ -65,8 +65,10 @@ class MediaPlaneLike(Protocol):
         room_id: str,
         participant_id: str,
         sink: Callable[[str, dict[str, Any] | None], Awaitable[None]],
-        on_failed: Callable[[Any], Awaitable[None]] | None = None,
-    ) -> None: ...
+        on_failed: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_failed(reason)`: the plane let the connection go ("failed": ICE/DTLS,
+        "closed": the client closed it, "unanswered": no answer to the offer, twice)."""
 
     async def leave(self, room_id: str, participant_id: str) -> None: ...
 
