@@ -30,7 +30,11 @@ def build_media_plane(settings: Settings) -> MediaPlaneLike | None:
         log.warning("sfu package unavailable: sfu rooms will behave as mesh")
         return None
     plane: MediaPlaneLike = MediaPlane(
-        MediaConfig(ice_servers=settings.ice_servers, video_codec=settings.sfu_video_codec)
+        MediaConfig(
+            ice_servers=settings.ice_servers,
+            video_codec=settings.sfu_video_codec,
+            answer_timeout_s=settings.sfu_answer_timeout_s,
+        )
     )
     return plane
 

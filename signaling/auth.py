@@ -33,12 +33,20 @@ def _text(value: Any, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
 
 
+def guest(socket_id: str) -> Identity:
+    """An anonymous guest (open mode, no `auth`: the guide's client sends none)."""
+    return Identity(User(id=f"guest:{socket_id}", name=f"Guest {socket_id[:4]}"))
+
+
 class Authenticator:
     def __init__(self, settings: Settings, http: aiohttp.ClientSession | None) -> None:
         self.settings = settings
         self.http = http
 
-    async def authenticate(self, auth: Any) -> Identity:
+    async def authenticate(self, auth: Any, socket_id: str) -> Identity:
+        """Who connects; `auth` is what the client's `io(url, { auth })` sent (None: nothing)."""
+        if auth is None and self.settings.auth_mode == "open":
+            return guest(socket_id)
         if not isinstance(auth, dict):
             raise AuthError("Authentication required")
         user_id = auth.get("userId")

@@ -43,11 +43,25 @@ class Settings(BaseSettings):
     ping_timeout: float = 60.0
     chat_history: int = Field(default=100, ge=1, le=10_000)
 
+    # The edge (signaling/edge): a client that stops reading is cut off once this much waits
+    # for it or its oldest packet waited this long; a client that keeps sending input the
+    # contract refuses is closed once it spends its budget (refilled per second).
+    send_queue_max_bytes: int = Field(default=2_000_000, ge=10_000)
+    send_queue_max_age_s: float = Field(default=20.0, gt=0)
+    reject_budget: int = Field(default=100, ge=1)
+    reject_refill_per_s: float = Field(default=1.0, ge=0)
+    reject_log_interval_s: float = Field(default=10.0, ge=0)
+
     # Multi-node liveness: a node is dead when its heartbeat key has expired.
     node_heartbeat_s: float = 2.0
     node_ttl_s: float = 6.0
 
     sfu_video_codec: Literal["VP8", "H264"] = "VP8"
+    # An SFU offer unanswered this long is sent again once, then the client's media is
+    # dropped (its signaling stays). A connection the client closes or that fails gets a
+    # fresh offer after SFU_RETRY_BACKOFF_S, doubling for each retry (at most 3).
+    sfu_answer_timeout_s: float = Field(default=15.0, gt=0)
+    sfu_retry_backoff_s: float = Field(default=1.0, ge=0)
 
     # Durable history (signaling/history): unset = SQLite in DATA_DIR; `memory`; or a URL.
     database_url: str | None = None

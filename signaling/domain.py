@@ -8,6 +8,7 @@ returned. pydantic is used only to (de)serialise them for the Redis store.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -315,24 +316,78 @@ class Waiting(BaseModel):
     since: str = Field(default_factory=now_iso)
 
 
+class Moving(BaseModel):
+    """A matched socket on its way into its pair room (see `PairingQueue.moving`)."""
+
+    room: str
+    node: str
+    """The node the socket is connected to."""
+    mover: str
+    """The node putting it in the room."""
+    gone: bool = False
+    """It disconnected meanwhile: the mover takes it out of the room again."""
+
+
 class PairingQueue(Record):
     kind: ClassVar[str] = "pairing"
 
     waiting: list[Waiting] = Field(default_factory=list)
+    moving: dict[str, Moving] = Field(default_factory=dict)
+    """Matched sockets being moved into their pair room, by socket id.
 
-    def request(self, entry: Waiting) -> Waiting | None:
-        """Matches with the longest-waiting other client, or queues `entry`."""
+    Moving a socket into its room takes several edits, during which it may disconnect and
+    its cleanup run, too early to see it in the room. Its cleanup marks it here instead
+    (`depart`), under the queue's lock, and the mover reads the mark (`moved`) once the
+    socket is in: whichever comes second takes it out. No ghost, on any number of nodes.
+    """
+
+    def request(
+        self, entry: Waiting, alive: Callable[[Waiting], bool] = lambda _: True
+    ) -> Waiting | None:
+        """Matches with the longest-waiting other client, or queues `entry`.
+
+        Waiting entries `alive` says are gone are dropped on the way.
+        """
         self.cancel(entry.socketId)
+        self.waiting = [w for w in self.waiting if alive(w)]
         for index, candidate in enumerate(self.waiting):
             if candidate.user.id != entry.user.id:
                 return self.waiting.pop(index)
         self.waiting.append(entry)
         return None
 
+    def start_move(self, room: str, mover: str, *entries: Waiting) -> None:
+        for entry in entries:
+            self.moving[entry.socketId] = Moving(room=room, node=entry.node, mover=mover)
+
+    def moved(self, socket_id: str) -> bool:
+        """The move of `socket_id` is over; True when it disconnected meanwhile."""
+        move = self.moving.pop(socket_id, None)
+        return move is not None and move.gone
+
+    def depart(self, socket_id: str) -> bool:
+        """A socket disconnected: out of the queue, and marked if it is being moved.
+
+        True when it was waiting.
+        """
+        move = self.moving.get(socket_id)
+        if move is not None:
+            move.gone = True
+        return self.cancel(socket_id)
+
     def cancel(self, socket_id: str) -> bool:
         before = len(self.waiting)
         self.waiting = [w for w in self.waiting if w.socketId != socket_id]
         return len(self.waiting) != before
+
+    def forget_node(self, node_id: str) -> None:
+        """A dead node's sockets leave the queue; its moves are void, moves of its sockets gone."""
+        self.waiting = [w for w in self.waiting if w.node != node_id]
+        for socket_id, move in list(self.moving.items()):
+            if move.mover == node_id:
+                del self.moving[socket_id]
+            elif move.node == node_id:
+                move.gone = True
 
 
 def check_room_claim(user_rooms: list[str] | None, role: str | None, room_id: str) -> None:
@@ -348,6 +403,7 @@ __all__ = [
     "GuideMember",
     "GuideRoom",
     "ModeChange",
+    "Moving",
     "NotFound",
     "Notification",
     "PairingQueue",

@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -21,9 +20,10 @@ import aiohttp
 import socketio
 from pydantic import BaseModel, ValidationError
 
-from signaling import metrics, transport
+from signaling import metrics
 from signaling.auth import Authenticator, AuthError, Identity, MembershipChecker
 from signaling.config import Settings
+from signaling.edge import AckError, EdgePolicy, EdgeServer, encode_event
 from signaling.errors import (
     ErrorCode,
     InvalidPayload,
@@ -40,60 +40,6 @@ log = logging.getLogger("signaling")
 
 P = TypeVar("P")
 Handler = Callable[["Conn", P], Awaitable[Any]]
-AckError = Callable[[SignalingError], Any]
-
-# Whether the event being handled carried an ack callback: errors then go in the ack,
-# otherwise in an `error` event (PROTOCOL.md section 6).
-ACK_REQUESTED: ContextVar[bool] = ContextVar("ack_requested", default=False)
-
-
-class _AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
-    after_connect: Callable[[str], None] | None = None
-
-    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
-        # python-socketio 5.x private hook: the connect handler runs before the client is told
-        # it is connected; what must reach the client after that (missed notifications) waits
-        # for this point.
-        await super()._handle_connect(eio_sid, namespace, data)
-        namespace = namespace or "/"
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if sid is None or not self.manager.is_connected(sid, namespace):
-            return  # refused
-        if eio_sid not in self.eio.sockets:
-            # The client left while its connect handler ran; python-socketio ignored that
-            # disconnect (the socket was not connected yet) and connected it anyway.
-            await self._handle_disconnect(eio_sid, namespace, self.reason.TRANSPORT_CLOSE)
-            return
-        if self.after_connect is not None:
-            self.after_connect(sid)
-
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        fast = transport.fast_event(data)
-        if fast is not None and eio_sid not in self._binary_packet:
-            event, args = fast
-            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
-            handler = self.handlers.get("/", {}).get(event)
-            if sid is not None and handler is not None and self.manager.is_connected(sid, "/"):
-                await handler(sid, *args)
-                return
-        # Handlers never raise (the dispatcher maps every error), so what escapes here is a
-        # packet python-socketio could not decode: a broken client. Close it, quietly: the
-        # default would log a traceback per packet, a log flood anyone could trigger.
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except (ValueError, TypeError, RecursionError, KeyError, IndexError):
-            log.info("closing a connection that sent an undecodable packet")
-            await self.eio.disconnect(eio_sid)
-
-    async def _handle_event_internal(
-        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
-    ) -> None:
-        # python-socketio 5.x private hook: the only place that knows whether an ack was asked.
-        token = ACK_REQUESTED.set(id is not None)
-        try:
-            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-        finally:
-            ACK_REQUESTED.reset(token)
 
 
 @dataclass(eq=False)
@@ -119,8 +65,10 @@ class MediaPlaneLike(Protocol):
         room_id: str,
         participant_id: str,
         sink: Callable[[str, dict[str, Any] | None], Awaitable[None]],
-        on_failed: Callable[[Any], Awaitable[None]] | None = None,
-    ) -> None: ...
+        on_failed: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_failed(reason)`: the plane let the connection go ("failed": ICE/DTLS,
+        "closed": the client closed it, "unanswered": no answer to the offer, twice)."""
 
     async def leave(self, room_id: str, participant_id: str) -> None: ...
 
@@ -166,21 +114,24 @@ class Hub:
             manager = socketio.AsyncRedisManager(
                 settings.redis_url, channel=f"{settings.redis_prefix}:socketio"
             )
-        self.sio = _AsyncServer(
+        self.sio = EdgeServer(
             async_mode="aiohttp",
             client_manager=manager,
             cors_allowed_origins=settings.cors_origins,
             max_http_buffer_size=settings.max_http_buffer_size,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
-            async_handlers=False,  # keeps each socket's events in order (offer before candidates)
-            json=transport.JsonPackets,
-            serializer=transport.JsonOnlyPacket,
             http_compression=False,
             logger=False,
             engineio_logger=False,
+            edge_policy=EdgePolicy(
+                send_queue_max_bytes=settings.send_queue_max_bytes,
+                send_queue_max_age_s=settings.send_queue_max_age_s,
+                reject_budget=settings.reject_budget,
+                reject_refill_per_s=settings.reject_refill_per_s,
+                reject_log_interval_s=settings.reject_log_interval_s,
+            ),
         )
-        transport.install(self.sio)
         if store is None:
             if settings.redis_url:
                 from signaling.store.redis import RedisStore
@@ -242,14 +193,7 @@ class Hub:
             await asyncio.wait_for(self._cleanups_done.wait(), 10)
         # Close every transport (websocket and long-poll alike) so the web server stops at
         # once; socket.io clients see a transport close and reconnect by themselves.
-        # (`wait=False`: a long-polling client that stopped polling never collects its CLOSE.)
-        for eio_socket in list(self.sio.eio.sockets.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(eio_socket.close(wait=False), 2)
-                # The end-of-queue mark makes a websocket's writer send the CLOSE and close
-                # the connection, instead of waiting for the client to hang up.
-                eio_socket.queue.put_nowait(None)
-        self.sio.eio.sockets.clear()
+        await self.sio.eio.close_all()
         await self.sio.shutdown()
         for task in list(self._background):
             task.cancel()
@@ -282,7 +226,7 @@ class Hub:
         if self._closing:
             raise socketio.exceptions.ConnectionRefusedError("Server shutting down")
         try:
-            identity = await self.auth.authenticate(auth)
+            identity = await self.auth.authenticate(auth, sid)
         except AuthError as exc:
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
         conn = Conn(
@@ -338,7 +282,7 @@ class Hub:
         def register(handler: Handler[P]) -> Handler[P]:
             received = metrics.EVENTS.labels(event)
 
-            async def dispatch(sid: str, *args: Any) -> Any:
+            async def dispatch(sid: str, args: list[Any], acked: bool) -> Any:
                 conn = self.conns.get(sid)
                 if conn is None:
                     return None
@@ -352,22 +296,25 @@ class Hub:
                         raise InvalidPayload(_validation_message(exc)) from None
                     return await handler(conn, payload)
                 except SignalingError as exc:
-                    return await self._refuse(conn, event, exc, ack_error)
+                    return await self._refuse(conn, event, exc, ack_error, acked)
                 except Exception:
                     log.exception("handler for %s failed", event)
                     internal = SignalingError("internal error", ErrorCode.INTERNAL)
-                    return await self._refuse(conn, event, internal, ack_error)
+                    return await self._refuse(conn, event, internal, ack_error, acked)
 
-            self.sio.on(event, dispatch)
+            self.sio.register_event(event, dispatch, ack_error)
             return handler
 
         return register
 
     async def _refuse(
-        self, conn: Conn, event: str, exc: SignalingError, ack_error: AckError
+        self, conn: Conn, event: str, exc: SignalingError, ack_error: AckError, acked: bool
     ) -> Any:
         metrics.ERRORS.labels(exc.code.value).inc()
-        if ACK_REQUESTED.get():
+        if exc.code is ErrorCode.INVALID_PAYLOAD:
+            # Counted against the socket's budget for bad input (signaling.edge.rejects).
+            await self.sio.note_rejected(conn.sid, "invalid-payload", f"{event}: {exc.message}")
+        if acked:
             return ack_error(exc)
         if exc.code is ErrorCode.RATE_LIMITED:
             # One notice a second: answering every dropped event would amplify the flood.
@@ -394,7 +341,7 @@ class Hub:
             if to in self.conns:
                 eio_sid = self.sio.manager.eio_sid_from_sid(to, "/")
                 if eio_sid is not None:
-                    await self.sio.eio.send(eio_sid, transport.encode_event(event, data))
+                    await self.sio.eio.send(eio_sid, encode_event(event, data))
                     return
             await self.sio.emit(event, data, to=to)
             return

@@ -8,7 +8,9 @@ Socket.IO manager, which crosses nodes by itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 SFU = "sfu"
 MAX_MEDIA_RETRIES = 3
+MEDIA_RETRY_RESET_S = 60.0
+"""A connection that lasted this long since the last failure starts the count afresh."""
 
 
 class MediaRouter:
@@ -30,7 +34,7 @@ class MediaRouter:
         self.still_wanted = still_wanted
         self.plane = hub.media
         self.channel = f"media:{hub.node_id}"
-        self._failures: dict[str, int] = {}
+        self._failures: dict[str, tuple[int, float]] = {}  # sid -> (in a row, last at)
         hub.on_start_hooks.append(self.start)
 
     async def start(self) -> None:
@@ -112,11 +116,30 @@ class MediaRouter:
             elif kind == "ice-candidate":
                 await hub.emit("video:ice-candidate", {"from": SFU, "candidate": payload}, to=sid)
 
-        async def on_failed(reason: str = "failed") -> None:
-            # The plane released the connection (ICE/DTLS failed): offer a fresh one, a few times.
-            failures = self._failures.get(sid, 0) + 1
-            self._failures[sid] = failures
-            if failures <= MAX_MEDIA_RETRIES and await self.still_wanted(room_id, sid):
-                hub.spawn(self._join(room_id, sid), f"sfu-rejoin-{sid}")
+        async def on_failed(reason: str) -> None:
+            if reason == "unanswered":
+                # Re-offered once already: the client is not answering. Its signaling stays;
+                # joining the room again gets it a fresh connection.
+                timeout = hub.settings.sfu_answer_timeout_s
+                error = InvalidPayload(
+                    f"no answer to the SFU's offer within {timeout:g} s: media dropped; "
+                    "join the room again to retry"
+                )
+                await hub.emit("error", error_event(error, "video:answer"), to=sid)
+                return
+            # The connection failed (ICE/DTLS) or the client closed it while staying in the
+            # room: offer a fresh one, a few times, backing off.
+            now = time.monotonic()
+            failures, last = self._failures.get(sid, (0, now))
+            failures = 1 if now - last > MEDIA_RETRY_RESET_S else failures + 1
+            self._failures[sid] = (failures, now)
+            if failures <= MAX_MEDIA_RETRIES:
+                delay = hub.settings.sfu_retry_backoff_s * 2 ** (failures - 1)
+                hub.spawn(self._rejoin(room_id, sid, delay), f"sfu-rejoin-{sid}")
 
         await self.plane.join(room_id, sid, sink, on_failed)
+
+    async def _rejoin(self, room_id: str, sid: str, delay: float) -> None:
+        await asyncio.sleep(delay)  # the back-off itself
+        if await self.still_wanted(room_id, sid):
+            await self._join(room_id, sid)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from signaling.errors import InvalidPayload, TooLarge
 
@@ -44,17 +54,39 @@ class RoomRef(Payload):
     roomId: StrictStr = Field(min_length=1)
 
 
-class Offer(Payload):
+class Relayed(Payload):
+    """A signal the relay passes on as the client built it: validated, then sent verbatim.
+
+    The documents' server relays `offer` / `answer` / `candidate` untouched; a model dump
+    would drop fields the model does not name and add defaults the client never sent.
+    """
+
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        model = handler(value)
+        if isinstance(value, dict):
+            model._raw = value
+        return model
+
+    def verbatim(self, key: str) -> Any:
+        """The field exactly as the client sent it (None when absent)."""
+        return self._raw.get(key)
+
+
+class Offer(Relayed):
     to: StrictStr = NonEmptyId
     offer: Description
 
 
-class Answer(Payload):
+class Answer(Relayed):
     to: StrictStr = NonEmptyId
     answer: Description
 
 
-class IceCandidate(Payload):
+class IceCandidate(Relayed):
     to: StrictStr = NonEmptyId
     candidate: Candidate | None = None
 

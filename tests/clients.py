@@ -14,9 +14,10 @@ TIMEOUT = 5.0
 
 
 class Client:
-    def __init__(self, url: str, user_id: str, **auth: Any) -> None:
+    def __init__(self, url: str, user_id: str | None, **auth: Any) -> None:
+        """`user_id` None: a client that sends no `auth` (an anonymous guest in open mode)."""
         self.url = url
-        self.auth = {"userId": user_id, **auth}
+        self.auth: dict[str, Any] = {} if user_id is None else {"userId": user_id, **auth}
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
         self.sio.on("*", self._record)

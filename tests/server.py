@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 
@@ -34,12 +34,13 @@ class ServerProcess:
 
 @asynccontextmanager
 async def running_server(
-    *args: str, startup_timeout: float = 20.0, **env: str
+    *args: str, startup_timeout: float = 20.0, stderr: IO[bytes] | None = None, **env: str
 ) -> AsyncIterator[ServerProcess]:
     """Starts `python -m signaling --port 0` with `env` and yields once it accepts connections.
 
     The history is in memory unless `env` names a `DATABASE_URL` (tests never write into the
-    checkout's `./data`)."""
+    checkout's `./data`). `stderr`: a file for the server's log (inherited otherwise).
+    """
     environment = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -56,7 +57,7 @@ async def running_server(
         cwd=str(ROOT),
         env=environment,
         stdout=asyncio.subprocess.PIPE,
-        stderr=None,
+        stderr=stderr,
     )
     try:
         assert process.stdout is not None

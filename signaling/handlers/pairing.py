@@ -23,27 +23,33 @@ class Pairing:
         self.video = video
         hub.on("pair:request", empty)(self.request)
         hub.on("pair:cancel", empty)(self.cancel)
+        # First of the disconnect hooks: a socket being moved into its pair room is marked
+        # before the video rooms look for it (PairingQueue.moving).
         hub.on_disconnect_hooks.insert(0, self.on_disconnect)
 
     async def request(self, conn: Conn, _: Empty) -> dict[str, Any]:
-        me = Waiting(socketId=conn.sid, user=conn.identity.user, node=self.hub.node_id)
-        while True:
-            async with self.store.edit(PairingQueue, QUEUE) as slot:
-                queue = slot.value or PairingQueue()
-                peer = queue.request(me)
-                slot.value = queue
-            if peer is None:
-                return {"status": "waiting"}
-            # A socket of this node that left after queueing would become a ghost in the
-            # room: skip it (it is already out of the queue) and look again.
-            if peer.node != self.hub.node_id or peer.socketId in self.hub.conns:
-                break
+        hub = self.hub
+        me = Waiting(socketId=conn.sid, user=conn.identity.user, node=hub.node_id)
         room_id = f"pair-{new_id()}"
+
+        def alive(entry: Waiting) -> bool:
+            # A socket of this node that left after queueing would become a ghost in the room.
+            return entry.node != hub.node_id or entry.socketId in hub.conns
+
+        async with self.store.edit(PairingQueue, QUEUE) as slot:
+            queue = slot.value or PairingQueue()
+            peer = queue.request(me, alive)
+            if peer is not None:
+                queue.start_move(room_id, hub.node_id, peer, me)
+            slot.value = queue
+        if peer is None:
+            return {"status": "waiting"}
+        seen: set[str] = set()  # who the requester found in the room when it entered
         for entry in (peer, me):
             (current,) = await self.store.get_index(SOCKET_ROOM, entry.socketId)
             if current is not None:
                 await self.video.leave(entry.socketId, current)
-            await self.video.enter(
+            entered = await self.video.enter(
                 entry.socketId,
                 None,
                 room_id,
@@ -52,9 +58,14 @@ class Pairing:
                 ),
                 policy="mesh",
             )
+            seen = {p["socketId"] for p in entered["participants"]}
+        async with self.store.edit(PairingQueue, QUEUE) as slot:
+            queue = slot.value or PairingQueue()
+            gone = [entry for entry in (peer, me) if queue.moved(entry.socketId)]
+            slot.value = queue
         # The one who waited longest offers; the newcomer answers.
         for entry, other, initiator in ((peer, me, True), (me, peer, False)):
-            await self.hub.emit(
+            await hub.emit(
                 "pair:matched",
                 {
                     "roomId": room_id,
@@ -63,22 +74,33 @@ class Pairing:
                 },
                 to=entry.socketId,
             )
+        # Disconnected while it was being moved: its own cleanup came too early to see it in
+        # the room, so it leaves now (the other one is told, as when a peer leaves). A peer
+        # gone before the requester even entered was never seen there: tell the requester.
+        for entry in gone:
+            await self.video.leave(entry.socketId, room_id)
+            if entry is peer and peer.socketId not in seen:
+                await hub.emit(
+                    "video:user-left",
+                    {"socketId": peer.socketId, "userId": peer.user.id},
+                    to=me.socketId,
+                )
         return {"status": "matched", "roomId": room_id}
 
     async def cancel(self, conn: Conn, _: Empty) -> dict[str, Any]:
-        return {"ok": True, "cancelled": await self._remove(conn.sid)}
-
-    async def _remove(self, sid: str) -> bool:
         async with self.store.edit(PairingQueue, QUEUE) as slot:
             queue = slot.value
-            removed = queue.cancel(sid) if queue is not None else False
-        return removed
+            cancelled = queue.cancel(conn.sid) if queue is not None else False
+        return {"ok": True, "cancelled": cancelled}
 
     async def on_disconnect(self, conn: Conn) -> None:
-        await self._remove(conn.sid)
+        async with self.store.edit(PairingQueue, QUEUE) as slot:
+            queue = slot.value
+            if queue is not None:
+                queue.depart(conn.sid)
 
     async def purge_node(self, node_id: str) -> None:
         async with self.store.edit(PairingQueue, QUEUE) as slot:
             queue = slot.value
             if queue is not None:
-                queue.waiting = [w for w in queue.waiting if w.node != node_id]
+                queue.forget_node(node_id)

@@ -289,7 +289,7 @@ class VideoRooms:
             raise InvalidPayload("the SFU makes the offers; answer them instead")
         RELAYED_OFFER.inc()
         await self.hub.emit(
-            "video:offer", {"from": conn.sid, "offer": payload.offer.model_dump()}, to=payload.to
+            "video:offer", {"from": conn.sid, "offer": payload.verbatim("offer")}, to=payload.to
         )
 
     async def answer(self, conn: Conn, payload: Answer) -> None:
@@ -300,18 +300,20 @@ class VideoRooms:
             return
         RELAYED_ANSWER.inc()
         await self.hub.emit(
-            "video:answer", {"from": conn.sid, "answer": payload.answer.model_dump()}, to=payload.to
+            "video:answer", {"from": conn.sid, "answer": payload.verbatim("answer")}, to=payload.to
         )
 
     async def ice_candidate(self, conn: Conn, payload: IceCandidate) -> None:
         room_id = await self._target_room(conn, payload.to)
-        candidate = payload.candidate.wire() if payload.candidate is not None else None
         if payload.to == SFU:
+            candidate = payload.candidate.wire() if payload.candidate is not None else None
             await self._to_media(room_id, conn.sid, "candidate", candidate)
             return
         RELAYED_ICE_CANDIDATE.inc()
         await self.hub.emit(
-            "video:ice-candidate", {"from": conn.sid, "candidate": candidate}, to=payload.to
+            "video:ice-candidate",
+            {"from": conn.sid, "candidate": payload.verbatim("candidate")},
+            to=payload.to,
         )
 
     async def _to_media(

@@ -103,9 +103,41 @@ async def test_open_mode_name_from_auth_and_health() -> None:
                 "name": "Alice A.",
                 "avatar": None,
             }
+        # Auth that names no user is a misconfigured client, not an anonymous one.
         assert await refusal(server.url, {"name": "no id"}) == "Authentication required"
         assert await refusal(server.url, {"userId": ""}) == "Authentication required"
+
+
+async def test_open_mode_without_auth_is_an_anonymous_guest() -> None:
+    async with (
+        inprocess_server(room_mode="mesh") as server,
+        connected(server.url, "alice") as (alice,),
+    ):
+        guest = await Client(server.url, None).connect()
+        try:
+            await alice.call("video:join-room", {"roomId": "r"})
+            ack = await guest.call("video:join-room", {"roomId": "r"})
+            assert ack["ok"] is True
+            joined = await alice.next("video:user-joined")
+            assert joined["userId"] == f"guest:{guest.sid}"
+            assert joined["user"] == {
+                "id": f"guest:{guest.sid}",
+                "name": f"Guest {guest.sid[:4]}",
+                "avatar": None,
+            }
+        finally:
+            await guest.close()
+
+
+@pytest.mark.parametrize("mode", ["jwt", "verify-url"])
+async def test_no_auth_is_refused_when_auth_is_configured(mode: str) -> None:
+    settings = (
+        {"jwt_secret": SECRET} if mode == "jwt" else {"auth_verify_url": "http://127.0.0.1:9/"}
+    )
+    async with inprocess_server(room_mode="mesh", **settings) as server:
+        assert (await health(server.url))["auth"] == mode
         assert await refusal(server.url, None) == "Authentication required"
+        assert await refusal(server.url, {}) == "Authentication required"
 
 
 # -- JWT ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The lean engine.io transport (signaling/transport.py) still drops peers that go silent."""
+"""The lean engine.io transport (signaling/edge/engine.py) still drops peers that go silent."""
 
 from __future__ import annotations
 
