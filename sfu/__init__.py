@@ -4,6 +4,9 @@ No Socket.IO here: the signaling layer calls :class:`MediaPlane` and relays what
 sends through the :data:`SignalSink` it passed in.
 """
 
-from .plane import FailedCallback, MediaConfig, MediaError, MediaLoss, MediaPlane, SignalSink
+from .config import MediaConfig
+from .errors import MediaError
+from .participant import FailedCallback, MediaLoss, SignalSink
+from .plane import MediaPlane
 
 __all__ = ["FailedCallback", "MediaConfig", "MediaError", "MediaLoss", "MediaPlane", "SignalSink"]

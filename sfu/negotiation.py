@@ -13,10 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
+from aiortc.sdp import candidate_from_sdp
 
 from .answers import answer_problem
+from .errors import MediaError
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +217,24 @@ class Negotiator:
     def close(self) -> None:
         self.closed = True
         self._disarm()
+
+
+def parse_candidate(candidate: dict[str, Any] | None) -> RTCIceCandidate | None:
+    """A trickled browser candidate, bundled on the first m-line; None ends the candidates.
+
+    Everything is bundled on the first m-line's transport, whatever mid the client names
+    (aiortc only feeds candidates to unbundled transceivers)."""
+    if candidate is not None and not isinstance(candidate, dict):
+        raise MediaError("candidate must be an object or null")
+    text = candidate.get("candidate") if candidate else None
+    if not text:
+        return None
+    if not isinstance(text, str):
+        raise MediaError("candidate.candidate must be a string")
+    try:
+        ice = candidate_from_sdp(text.removeprefix("candidate:"))
+    except (AssertionError, ValueError, IndexError):
+        raise MediaError("the candidate is not an ICE candidate line") from None
+    ice.sdpMLineIndex = 0
+    ice.sdpMid = None
+    return ice

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,3 +241,70 @@ class RemoteParticipant:
             if self.endpoint is not None:
                 self.endpoint.sources.pop(source.media_ssrc or 0, None)
             source.close()
+
+
+class PipeRoutes:
+    """Which local participant's tracks go down which pipes, and the legs that send them.
+
+    Signaling (or the worker pool) names the targets (`pipe_to`); the legs follow the
+    participant's published tracks (`sync`), and a stopped leg's counts go to ``fold``.
+    """
+
+    def __init__(self, fold: Callable[[list[Leg]], None]) -> None:
+        self.endpoint: PipeEndpoint | None = None
+        self.targets: dict[tuple[str, str], set[Address]] = {}
+        self.legs: dict[tuple[str, str], dict[tuple[Address, str], Leg]] = {}
+        self._fold = fold
+
+    async def open(self, host: str, advertise: str | None) -> Address:
+        if self.endpoint is None:
+            self.endpoint = PipeEndpoint()
+            await self.endpoint.start(host, advertise)
+        return self.endpoint.address
+
+    def count(self) -> int:
+        return sum(len(legs) for legs in self.legs.values())
+
+    def add_target(self, key: tuple[str, str], address: Address) -> None:
+        self.targets.setdefault(key, set()).add(address)
+
+    def remove_target(self, key: tuple[str, str], address: Address) -> None:
+        self.targets.get(key, set()).discard(address)
+
+    def sync(self, key: tuple[str, str], tracks: dict[str, Source]) -> None:
+        """Legs for every (target, track) now wanted; those no longer wanted closed."""
+        if self.endpoint is None:
+            return
+        legs = self.legs.setdefault(key, {})
+        wanted = {
+            (addr, track): source
+            for addr in self.targets.get(key, set())
+            for track, source in tracks.items()
+        }
+        for slot in list(legs):
+            if slot not in wanted or legs[slot].source is not wanted[slot]:
+                self._close(legs.pop(slot))
+        for slot, source in wanted.items():
+            if slot not in legs:
+                legs[slot] = pipe_leg(self.endpoint, slot[0], slot[1], source)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        """The participant left: its targets and legs go."""
+        self.targets.pop(key, None)
+        for leg in self.legs.pop(key, {}).values():
+            self._close(leg)
+
+    def _close(self, leg: Leg) -> None:
+        self._fold([leg])
+        leg.deactivate()
+        leg.detach()
+        if self.endpoint is not None:
+            for slot, known in list(self.endpoint.legs.items()):
+                if known is leg:
+                    del self.endpoint.legs[slot]
+
+    def close(self) -> None:
+        for key in list(self.legs):
+            self.drop(key)
+        if self.endpoint is not None:
+            self.endpoint.close()

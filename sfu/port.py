@@ -34,9 +34,10 @@ from .commands import (
     Screen,
     Unpipe,
 )
+from .errors import MediaError
 from .participant import MediaLoss
 from .pipes import PipedSource
-from .plane import MediaError, MediaPlane
+from .plane import MediaPlane
 
 EventSink = Callable[[Event], Awaitable[None]]
 

@@ -40,10 +40,7 @@ def source_counts(sources: Iterable[Source]) -> Counts:
 def counts_of(members: Iterable[Member]) -> Counts:
     members = list(members)
     out = source_counts(s for m in members for s in m.sources())
-    for m in members:
-        for leg in m.legs():
-            out["forwarded_packets"][leg.kind] += leg.packets
-            out["retransmitted_packets"][leg.kind] += leg.retransmits
+    out.update(leg_counts(leg for m in members for leg in m.legs()))
     return out
 
 
@@ -67,3 +64,36 @@ class Totals:
                 for k in kinds
             }
         return out
+
+
+def leg_counts(legs: Iterable[Leg]) -> Counts:
+    """What some legs forwarded (a dropped link's, a closed pipe's)."""
+    out: Counts = defaultdict(lambda: defaultdict(int))
+    for leg in legs:
+        out["forwarded_packets"][leg.kind] += leg.packets
+        out["retransmitted_packets"][leg.kind] += leg.retransmits
+    return out
+
+
+class Counted(Member, Protocol):
+    """What the per-room statistics need of a participant."""
+
+    @property
+    def live(self) -> set[Source]: ...
+
+    def connections(self) -> int: ...
+
+
+def room_entry(members: list[Counted], forwarded_streams: int) -> dict[str, int]:
+    """One room's line of the plane's statistics."""
+    counts = counts_of(members)
+    return {
+        "participants": len(members),
+        "peer_connections": sum(p.connections() for p in members),
+        "sources": sum(len(p.live) for p in members),
+        "forwarded_streams": forwarded_streams,
+        "packets": sum(counts["forwarded_packets"].values()),
+        "received_packets": sum(counts["received_packets"].values()),
+        "retransmitted_packets": sum(counts["retransmitted_packets"].values()),
+        "keyframe_requests": sum(counts["keyframe_requests"].values()),
+    }

@@ -27,7 +27,8 @@ import orjson
 
 from .channel import LIMIT, frame, frame_raw, parse, read_line
 from .commands import Command, Event
-from .plane import MediaConfig, MediaPlane
+from .config import MediaConfig
+from .plane import MediaPlane
 from .port import LocalMedia
 from .source import SourceConfig
 
@@ -114,7 +115,7 @@ async def _report(plane: MediaPlane, writer: asyncio.StreamWriter) -> None:
                     "counters": counters,
                     "packets_per_s": (packets - last_packets) / elapsed,
                     "cpu_s_per_s": (cpu - last_cpu) / elapsed,
-                    "pipes": sum(len(legs) for legs in plane._pipe_legs.values()),
+                    "pipes": plane.pipes.count(),
                     "rss": _rss(),
                 },
             )

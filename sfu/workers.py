@@ -21,7 +21,8 @@ import orjson
 
 from .channel import LIMIT, frame, parse, read_line
 from .commands import Command, Event, Reply
-from .plane import MediaConfig, MediaPlane
+from .config import MediaConfig
+from .plane import MediaPlane
 from .port import LocalMedia
 
 if TYPE_CHECKING:
@@ -287,6 +288,6 @@ class InlineWorker:
             "state": self.state,
             "participants": len(self.participants),
             "peer_connections": total["peer_connections"],
-            "pipes": sum(len(legs) for legs in self.plane._pipe_legs.values()),
+            "pipes": self.plane.pipes.count(),
             "restarts": 0,
         }

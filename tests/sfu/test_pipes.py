@@ -78,7 +78,7 @@ async def test_a_room_on_two_planes_forwards_every_track_across_the_pipe_once(
         # two subscribers on b, yet each of ann's tracks crosses the pipe once
         assert a.pipe is not None and b.pipe is not None
         assert len(b.pipe.sources) == 2 and len(a.pipe.sources) == 2
-        piped = sum(leg.packets for leg in a._pipe_legs[(ROOM, "ann")].values())
+        piped = sum(leg.packets for leg in a.pipes.legs[(ROOM, "ann")].values())
         received = sum(s.received for s in b.pipe.sources.values())
         assert piped > 0 and received >= piped * 0.9
 
@@ -86,7 +86,7 @@ async def test_a_room_on_two_planes_forwards_every_track_across_the_pipe_once(
         answered = bea.answered
         await coordinator.left(a, "ann")
         await until(bea.changed, lambda: bea.answered > answered)
-        assert len(b.pipe.sources) == 0 and (ROOM, "ann") not in a._pipe_legs
+        assert len(b.pipe.sources) == 0 and (ROOM, "ann") not in a.pipes.legs
         seen = ada.count_from("video", "ben")
         await until(ada.changed, lambda: ada.count_from("video", "ben") > seen + 5)
     finally:
@@ -123,7 +123,7 @@ async def test_keyframe_requests_and_loss_on_the_pipe_travel_back(
         await until(bea.changed, lambda: bea.count_from("video", "ann") > start + 60)
         frames = bea.frames_by_stream("video")["ann"][start:]
         assert all(y[1] - x[1] == 3000 for x, y in itertools.pairwise(frames))
-        legs = list(a._pipe_legs[(ROOM, "ann")].values())
+        legs = list(a.pipes.legs[(ROOM, "ann")].values())
         assert sum(leg.retransmits for leg in legs) > 0
     finally:
         await ann.close()

@@ -1,0 +1,5 @@
+"""The media plane's one error: a client's mistake, never a crash."""
+
+
+class MediaError(Exception):
+    """Bad SDP, bad candidate or unknown participant (a client error, not a crash)."""
