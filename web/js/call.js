@@ -89,7 +89,9 @@ export class Call extends Emitter {
   async join() {
     if (this.ended) return;
     try {
-      const res = await this.session.request('video:join-room', { roomId: this.roomId });
+      // `sfu: true`: this client talks to the SFU as the peer "sfu" (docs/protocol.md);
+      // without it the server would play every other participant on its own connection.
+      const res = await this.session.request('video:join-room', { roomId: this.roomId, sfu: true });
       if (res && res.ok === false) {
         const code = res.error?.code ?? '';
         const message = res.error?.message ?? 'Could not join the room.';
