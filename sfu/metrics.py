@@ -26,6 +26,7 @@ FORWARDED_STREAMS = Gauge(
 COUNTERS = {
     "received_packets": "RTP packets received from publishers (after RTX unwrap)",
     "forwarded_packets": "RTP packets forwarded to subscribers",
+    "piped_packets": "RTP packets sent down pipes to other workers or nodes",
     "retransmitted_packets": "Packets resent to subscribers that NACKed them",
     "nacked_packets": "Packets the SFU NACKed to publishers",
     "keyframe_requests": "PLIs sent to publishers (aggregated and rate-limited)",

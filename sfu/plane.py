@@ -29,7 +29,7 @@ from .participant import FailedCallback, MediaLoss, Participant, SignalSink
 from .pipes import Address, PipedSource, PipeEndpoint, PipeRoutes, RemoteParticipant, piped
 from .room import Member, Room, tracks
 from .source import Source
-from .stats import Totals, counts_of, leg_counts, room_entry, source_counts
+from .stats import Totals, counts_of, leg_counts, pipe_counts, room_entry, source_counts
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class MediaPlane:
         self._totals = Totals()
         self._joining: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self.on_published: PublishedCallback | None = None
-        self.pipes = PipeRoutes(self._fold_legs)
+        self.pipes = PipeRoutes(lambda legs: self._totals.fold(pipe_counts(legs)))
         self.links = MeshLinks(
             room=self._rooms.get,
             rtc_config=config.rtc_config,
@@ -471,7 +471,12 @@ class MediaPlane:
     def counters(self) -> dict[str, dict[str, int]]:
         """Prometheus counters: what live and closed participants received and forwarded."""
         members = [p for r in self._rooms.values() for p in r.participants.values()]
-        return self._totals.with_live(counts_of(members))
+        live = counts_of(members)
+        piped = pipe_counts(leg for legs in self.pipes.legs.values() for leg in legs.values())
+        for name, by_kind in piped.items():
+            for kind, value in by_kind.items():
+                live[name][kind] += value
+        return self._totals.with_live(live)
 
     def stats(self) -> dict[str, Any]:
         """Per-room and total counts (packets = RTP packets forwarded to subscribers)."""

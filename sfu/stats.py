@@ -75,6 +75,15 @@ def leg_counts(legs: Iterable[Leg]) -> Counts:
     return out
 
 
+def pipe_counts(legs: Iterable[Leg]) -> Counts:
+    """What pipe legs sent to other workers (not forwarded to any client yet)."""
+    out: Counts = defaultdict(lambda: defaultdict(int))
+    for leg in legs:
+        out["piped_packets"][leg.kind] += leg.packets
+        out["retransmitted_packets"][leg.kind] += leg.retransmits
+    return out
+
+
 class Counted(Member, Protocol):
     """What the per-room statistics need of a participant."""
 
