@@ -8,8 +8,16 @@ each N the same room runs on the SFU as it is (``forward``) and on a server whos
 work is the floor of a Python forwarder (``floor``, see `benchmarks.fanout`), each on a fresh
 process, in the same run.
 
+With ``--workers 1,2`` the forward rows run again on servers with that many media workers
+(``MEDIA_WORKERS``; participants placed by load, so the room spans the workers and each
+track crosses a pipe once); ``--nodes 2`` runs two server processes on one Redis, the
+participants alternating between them. Server CPU is the signaling process plus its
+workers; each worker's share is reported (``worker_cpu``) to show the balance.
+
     python -m benchmarks.room --participants 4,8,12,16,20 --seconds 8 --rounds 2 \\
         --json benchmarks/results/room.json --plot benchmarks/results/room.png
+    python -m benchmarks.room --participants 8,16,24 --workers 1,2 --modes forward \\
+        --json benchmarks/results/room-workers.json
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -26,6 +35,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import psutil
 import socketio
 import uvloop
@@ -39,6 +49,8 @@ from sfu import _aiortc
 
 MODES = ("forward", "floor")
 SETUP_TIMEOUT = 120.0
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PIPED = re.compile(r"^sfu_piped_packets_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
 def video_ssrcs(sdp: str) -> set[int]:
@@ -156,6 +168,7 @@ class Row:
     mode: str
     participants: int
     workers: int
+    nodes: int
     server_cpu_s_per_s: float
     packets_per_s: float
     cpu_us_per_packet: float
@@ -168,6 +181,10 @@ class Row:
     loadgen_cpu_s_per_s: float
     rss_kb_per_stream: float
     setup_s: float
+    piped_packets_per_s: float
+    worker_cpu: list[float]
+    worker_imbalance: float
+    """(busiest - idlest) / busiest worker CPU; 0 with one worker."""
 
 
 def _cpu(pid: int) -> float:
@@ -175,14 +192,63 @@ def _cpu(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def _tree_cpu(pids: list[int]) -> tuple[float, dict[int, float]]:
+    """CPU of the server processes and their media workers; each worker's apart."""
+    total, workers = 0.0, {}
+    for pid in pids:
+        total += _cpu(pid)
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers[child.pid] = _cpu(child.pid)
+                total += workers[child.pid]
+    return total, workers
+
+
+def _rss(pids: list[int]) -> int:
+    procs = [psutil.Process(p) for p in pids]
+    procs += [c for p in procs for c in p.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs)
+
+
+async def _piped(http: aiohttp.ClientSession, urls: list[str]) -> float:
+    """Packets sent down pipes so far, from every server's /metrics."""
+    total = 0.0
+    for url in urls:
+        async with http.get(f"{url}/metrics/prometheus") as res:
+            total += sum(float(v) for v in PIPED.findall(await res.text()))
+    return total
+
+
+@contextlib.asynccontextmanager
+async def _servers(mode: str, n: int, workers: int, nodes: int) -> Any:
+    env = {"ROOM_MODE": "sfu", "MAX_PARTICIPANTS": str(max(16, n)), "MEDIA_WORKERS": str(workers)}
+    if nodes > 1:
+        env |= {"REDIS_URL": REDIS_URL, "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(
+                running_server("--serve", mode, module="benchmarks.room", env=env, scrub=nodes == 1)
+            )
+            for _ in range(nodes)
+        ]
+        yield servers
+
+
 async def run_case(
-    mode: str, n: int, seconds: float, warmup: float, clips: dict[str, Packetized]
+    mode: str,
+    n: int,
+    seconds: float,
+    warmup: float,
+    clips: dict[str, Packetized],
+    workers: int = 1,
+    nodes: int = 1,
 ) -> Row:
-    env = {"ROOM_MODE": "sfu", "MAX_PARTICIPANTS": str(max(16, n))}
-    async with running_server("--serve", mode, module="benchmarks.room", env=env) as server:
-        rss0 = psutil.Process(server.pid).memory_info().rss
+    async with _servers(mode, n, workers, nodes) as servers, aiohttp.ClientSession() as http:
+        pids = [s.pid for s in servers]
+        urls = [s.url for s in servers]
+        rss0 = _rss(pids)
         room = f"bench-{uuid.uuid4().hex[:6]}"
-        people = [Participant(server.url, f"p{i}", clips, sampled=i == 0) for i in range(n)]
+        people = [Participant(urls[i % nodes], f"p{i}", clips, sampled=i == 0) for i in range(n)]
         started = time.monotonic()
         try:
             for person in people:
@@ -209,17 +275,22 @@ async def run_case(
             recorders += [p.publishers["video"] for p in people]
             for recorder in recorders:
                 recorder.record = True
-            cpu0, gen0, t0 = _cpu(server.pid), _cpu(me), time.monotonic()
+            piped0 = await _piped(http, urls)
+            (cpu0, wcpu0), gen0, t0 = _tree_cpu(pids), _cpu(me), time.monotonic()
             await asyncio.sleep(seconds)
-            cpu1, gen1, t1 = _cpu(server.pid), _cpu(me), time.monotonic()
+            (cpu1, wcpu1), gen1, t1 = _tree_cpu(pids), _cpu(me), time.monotonic()
+            piped1 = await _piped(http, urls)
             for recorder in recorders:
                 recorder.record = False
             latency = sorted(latencies_ms(people))
             frames1 = [p.video_frames() for p in people]
             vframes1 = [p.publishers["video"]._n for p in people]
             packets1 = sum(p.packets() for p in people)
-            rss = psutil.Process(server.pid).memory_info().rss
+            rss = _rss(pids)
             elapsed = t1 - t0
+            worker_cpu = sorted(
+                (wcpu1[pid] - wcpu0.get(pid, 0.0)) / elapsed for pid in wcpu1 if pid in wcpu0
+            )
             fps = [
                 (after[k] - before.get(k, 0)) / elapsed
                 for before, after in zip(frames0, frames1, strict=True)
@@ -231,7 +302,8 @@ async def run_case(
             return Row(
                 mode=mode,
                 participants=n,
-                workers=1,
+                workers=workers,
+                nodes=nodes,
                 server_cpu_s_per_s=cpu,
                 packets_per_s=packets,
                 cpu_us_per_packet=cpu * 1e6 / packets if packets else float("nan"),
@@ -246,6 +318,13 @@ async def run_case(
                 loadgen_cpu_s_per_s=(gen1 - gen0) / elapsed,
                 rss_kb_per_stream=(rss - rss0) / 1024 / (2 * n * (n - 1)),
                 setup_s=setup,
+                piped_packets_per_s=(piped1 - piped0) / elapsed,
+                worker_cpu=[round(c, 4) for c in worker_cpu],
+                worker_imbalance=(
+                    (worker_cpu[-1] - worker_cpu[0]) / worker_cpu[-1]
+                    if len(worker_cpu) > 1 and worker_cpu[-1] > 0
+                    else 0.0
+                ),
             )
         finally:
             for person in people:
@@ -253,21 +332,51 @@ async def run_case(
 
 
 def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
-    groups: dict[tuple[int, str], list[Row]] = {}
+    """Medians over rounds per (N, workers, nodes, mode), with the same run's baselines:
+    the floor of one process, and the forwarded packets/s of one worker."""
+    groups: dict[tuple[int, int, int, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.participants, row.mode), []).append(row)
+        groups.setdefault((row.participants, row.workers, row.nodes, row.mode), []).append(row)
     out: list[dict[str, Any]] = []
-    for (n, mode), runs in sorted(groups.items()):
-        entry: dict[str, Any] = {"mode": mode, "participants": n, "workers": 1, "rounds": len(runs)}
+    for (n, workers, nodes, mode), runs in sorted(groups.items()):
+        entry: dict[str, Any] = {
+            "mode": mode,
+            "participants": n,
+            "workers": workers,
+            "nodes": nodes,
+            "rounds": len(runs),
+        }
         for key, value in vars(runs[0]).items():
             if isinstance(value, float):
                 entry[key] = round(statistics.median(getattr(r, key) for r in runs), 4)
+        entry["worker_cpu"] = runs[len(runs) // 2].worker_cpu
         out.append(entry)
-    floors = {e["participants"]: e["cpu_us_per_packet"] for e in out if e["mode"] == "floor"}
+    floors = {
+        e["participants"]: e["cpu_us_per_packet"]
+        for e in out
+        if e["mode"] == "floor" and e["workers"] == 1 and e["nodes"] == 1
+    }
+    single = {
+        e["participants"]: e
+        for e in out
+        if e["mode"] == "forward" and e["workers"] == 1 and e["nodes"] == 1
+    }
     for entry in out:
         floor = floors.get(entry["participants"])
         entry["floor_us_per_packet"] = floor
         entry["ratio_to_floor"] = round(entry["cpu_us_per_packet"] / floor, 2) if floor else None
+        base = single.get(entry["participants"])
+        entry["pps_vs_one_worker"] = (
+            round(entry["packets_per_s"] / base["packets_per_s"], 2)
+            if base and base["packets_per_s"]
+            else None
+        )
+        piped = entry["piped_packets_per_s"]
+        entry["us_per_piped_packet"] = (
+            round((entry["server_cpu_s_per_s"] - base["server_cpu_s_per_s"]) * 1e6 / piped, 1)
+            if base and piped > 0 and entry is not base
+            else None
+        )
     return out
 
 
@@ -278,6 +387,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     table = Table(title="One sfu room of N participants, 480p30 VP8 + Opus each (medians)")
     cols = (
         "N",
+        "workers x nodes",
         "mode",
         "CPU s/s",
         "pkt/s",
@@ -287,6 +397,10 @@ def _table(rows: list[dict[str, Any]]) -> None:
         "fps min",
         "fps med",
         "loadgen s/s",
+        "x 1 worker",
+        "piped/s",
+        "µs/piped",
+        "imbalance",
     )
     for col in cols:
         table.add_column(col, justify="right")
@@ -294,6 +408,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
         ratio = r["ratio_to_floor"]
         table.add_row(
             str(r["participants"]),
+            f"{r['workers']}x{r['nodes']}",
             r["mode"],
             f"{r['server_cpu_s_per_s']:.3f}",
             f"{r['packets_per_s']:.0f}",
@@ -303,8 +418,12 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"{r['fps_min']:.1f}",
             f"{r['fps_median']:.1f}",
             f"{r['loadgen_cpu_s_per_s']:.2f}",
+            "-" if r["pps_vs_one_worker"] is None else f"{r['pps_vs_one_worker']:.2f}",
+            f"{r['piped_packets_per_s']:.0f}",
+            "-" if r["us_per_piped_packet"] is None else f"{r['us_per_piped_packet']:.1f}",
+            f"{r['worker_imbalance']:.0%}",
         )
-    Console(width=130).print(table)
+    Console(width=170).print(table)
 
 
 def _plot(rows: list[dict[str, Any]], path: str) -> None:
@@ -355,12 +474,18 @@ async def _main(args: argparse.Namespace) -> list[Row]:
         "audio": packetize(encode_opus_clip(seconds=2.0)),
     }
     rows: list[Row] = []
+    workers = [int(x) for x in args.workers.split(",") if x]
+    nodes = [int(x) for x in args.nodes.split(",") if x]
     for _ in range(args.rounds):
         for n in [int(x) for x in args.participants.split(",") if x]:
             for mode in [m for m in args.modes.split(",") if m]:
-                row = await run_case(mode, n, args.seconds, args.warmup, clips)
-                print(json.dumps(vars(row)), flush=True)
-                rows.append(row)
+                for w in workers:
+                    for k in nodes:
+                        if mode == "floor" and (w, k) != (1, 1):
+                            continue  # the floor is one process's: pipes have no floor twin
+                        row = await run_case(mode, n, args.seconds, args.warmup, clips, w, k)
+                        print(json.dumps(vars(row)), flush=True)
+                        rows.append(row)
     return rows
 
 
@@ -373,6 +498,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="runs per case (medians)")
     parser.add_argument("--modes", default=",".join(MODES), help="forward and/or floor")
+    parser.add_argument("--workers", default="1", help="comma-separated MEDIA_WORKERS values")
+    parser.add_argument("--nodes", default="1", help="comma-separated server counts (Redis)")
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--plot", help="write a PNG plot to this file")
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
