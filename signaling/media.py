@@ -112,7 +112,10 @@ class MediaRouter:
 
         async def sink(kind: str, payload: dict[str, Any] | None) -> None:
             if kind == "offer":
-                await hub.emit("video:offer", {"from": SFU, "offer": payload}, to=sid)
+                # A renegotiation started before the room went back to mesh must not reach
+                # the client after `video:mode-changed`.
+                if await self.still_wanted(room_id, sid):
+                    await hub.emit("video:offer", {"from": SFU, "offer": payload}, to=sid)
             elif kind == "ice-candidate":
                 await hub.emit("video:ice-candidate", {"from": SFU, "candidate": payload}, to=sid)
 

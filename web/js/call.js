@@ -196,13 +196,9 @@ export class Call extends Emitter {
   /** @param {string} from @param {import('./types.js').Description} desc */
   #onDescription(from, desc) {
     if (!desc || !this.joined) return;
-    if (from === 'sfu' && this.mode !== 'sfu') {
-      // The server is offering as the SFU: we missed a mode change; follow it.
-      this.mode = 'sfu';
-      this.#rebuild();
-      this.emit('change');
-    }
-    if (from !== 'sfu' && this.mode === 'sfu') return;
+    // The server announces every mode change before it offers for the new mode, so a
+    // description for the other mode is a late one from before the switch: drop it.
+    if ((from === 'sfu') !== (this.mode === 'sfu')) return;
     this.transport?.onDescription(from, desc);
   }
 
