@@ -37,6 +37,9 @@ class JoinMesh(Command):
     """A client that does not know the SFU: the SFU plays each of its peers."""
 
     offers_to_newcomers: bool = True
+    offer_existing: bool = False
+    """The SFU offers to it as every participant already there (a room that switched to
+    sfu: nobody offers on its own)."""
     name: ClassVar[str] = "join-mesh"
 
 
@@ -129,6 +132,8 @@ class Done:
 @dataclass(frozen=True, slots=True)
 class Answered:
     sdp: str
+    declined: list[str] = field(default_factory=list)
+    """Kinds of offered m-lines the SFU rejected ("application": a data channel)."""
     name: ClassVar[str] = "answered"
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from . import metrics
+from .declined import put_back, take_out
 from .errors import MediaError
 from .leg import Leg
 from .mesh import MeshLink, MeshParticipant, offered_kinds
@@ -27,6 +29,15 @@ logger = logging.getLogger(__name__)
 
 LINK_RETRIES = 3
 """Times a mesh client's lost link to one peer is offered again before the SFU gives up."""
+
+
+@dataclass(frozen=True)
+class MeshAnswer:
+    """The SFU's answer as the peer, and the kinds of m-lines it declined in it."""
+
+    sdp: str
+    declined: tuple[str, ...] = ()
+
 
 Uploaded = Callable[[Room, MeshParticipant, set[Source]], None]
 """``(room, client, new_sources)``: a mesh client's own media changed."""
@@ -56,7 +67,7 @@ class MeshLinks:
 
     async def offer(
         self, room: Room, p: MeshParticipant, peer: str, offer: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> MeshAnswer:
         """The client's offer to ``peer``: answered by the SFU playing ``peer``."""
         target = room.participants.get(peer)
         if target is None or target is p:
@@ -70,13 +81,14 @@ class MeshLinks:
         upload = p.upload_link() is None or (replaced is not None and replaced.upload)
         link = self._new_link(p, peer, upload)
         link.prepare(offered_kinds(sdp), self._video_codec)
+        media_sdp, declined = take_out(sdp)
         try:
-            answer_sdp = await link.answer_offer(sdp)
+            answer_sdp = await link.answer_offer(media_sdp)
         except NegotiationError as exc:
             await self.drop(p, peer)
             raise MediaError(str(exc)) from None
-        self._started(room, p, link, sdp)
-        return {"type": "answer", "sdp": answer_sdp}
+        self._started(room, p, link, media_sdp)
+        return MeshAnswer(put_back(answer_sdp, declined), tuple(d.kind for d in declined))
 
     async def answer(self, p: MeshParticipant, peer: str, answer: dict[str, Any]) -> None:
         """The client's answer to the SFU's offer as ``peer``."""
@@ -98,6 +110,12 @@ class MeshLinks:
         for other in room.others(newcomer):
             if isinstance(other, MeshParticipant) and other.offers_to_newcomers:
                 await self._offer_link(other, newcomer.id, other.upload_link() is None)
+
+    async def offer_all(self, room: Room, p: MeshParticipant) -> None:
+        """The SFU offers to ``p`` as every other participant of the room."""
+        for other in room.others(p):
+            if other.id not in p.links:
+                await self._offer_link(p, other.id, p.upload_link() is None)
 
     def refresh(self, room: Room, publisher: Member) -> None:
         """``publisher``'s tracks changed: every established link playing it follows."""

@@ -23,7 +23,7 @@ from .config import MediaConfig
 from .errors import MediaError
 from .leg import Leg
 from .mesh import MeshParticipant, MeshSink
-from .meshlinks import MeshLinks
+from .meshlinks import MeshAnswer, MeshLinks
 from .negotiation import NegotiationError, parse_candidate, ssrcs_by_mid
 from .participant import FailedCallback, MediaLoss, Participant, SignalSink
 from .pipes import Address, PipedSource, PipeEndpoint, PipeRoutes, RemoteParticipant, piped
@@ -215,15 +215,19 @@ class MediaPlane:
         sink: MeshSink,
         *,
         offers_to_newcomers: bool = True,
+        offer_existing: bool = False,
     ) -> None:
         """A client that does not know the SFU: it offers to the participants it was told
-        about (`offer`); the SFU offers to it as each newcomer (``offers_to_newcomers``)."""
+        about (`offer`); the SFU offers to it as each newcomer (``offers_to_newcomers``),
+        and as everyone already there if nobody else will (``offer_existing``)."""
         async with self._serialised(room_id, participant_id):
             room = await self._room_for(room_id, participant_id)
             p = MeshParticipant(
                 room_id, participant_id, sink, self._source_config, offers_to_newcomers
             )
             room.participants[participant_id] = p
+            if offer_existing:
+                await self.links.offer_all(room, p)
             await self.links.greet(room, p)
 
     @contextlib.asynccontextmanager
@@ -273,7 +277,7 @@ class MediaPlane:
 
     async def offer(
         self, room_id: str, participant_id: str, peer: str, offer: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> MeshAnswer:
         """A mesh client's offer to ``peer``: answered by the SFU playing ``peer``."""
         p = self._mesh(room_id, participant_id)
         return await self.links.offer(self._rooms[room_id], p, peer, offer)

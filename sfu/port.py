@@ -73,15 +73,19 @@ class LocalMedia:
         match command:
             case Join():
                 await plane.join(room, who, self._sink(room, who), self._lost(room, who))
-            case JoinMesh(offers_to_newcomers=newcomers):
+            case JoinMesh(offers_to_newcomers=newcomers, offer_existing=existing):
                 await plane.join_mesh(
-                    room, who, self._mesh_sink(room, who), offers_to_newcomers=newcomers
+                    room,
+                    who,
+                    self._mesh_sink(room, who),
+                    offers_to_newcomers=newcomers,
+                    offer_existing=existing,
                 )
             case Leave():
                 await plane.leave(room, who)
             case Offer(peer=peer, sdp=sdp):
                 answer = await plane.offer(room, who, peer, {"type": "offer", "sdp": sdp})
-                return Answered(answer["sdp"])
+                return Answered(answer.sdp, list(answer.declined))
             case Answer(peer=peer, sdp=sdp):
                 await plane.answer(room, who, {"type": "answer", "sdp": sdp}, peer)
             case Candidate(peer=peer, candidate=candidate):

@@ -300,9 +300,13 @@ class MeshPeer:
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
-    async def join(self) -> None:
+    async def join(self, offer_existing: bool = False) -> None:
         await self.plane.join_mesh(
-            self.room, self.id, self.sink, offers_to_newcomers=self.offers_to_newcomers
+            self.room,
+            self.id,
+            self.sink,
+            offers_to_newcomers=self.offers_to_newcomers,
+            offer_existing=offer_existing,
         )
 
     async def sink(self, peer: str, kind: str, payload: dict[str, Any] | None) -> None:
@@ -340,8 +344,8 @@ class MeshPeer:
         answer = await self.plane.offer(
             self.room, self.id, peer, {"type": "offer", "sdp": pc.localDescription.sdp}
         )
-        self.answers.setdefault(peer, []).append(answer["sdp"])
-        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        self.answers.setdefault(peer, []).append(answer.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
         self.changed.set()
 
     async def _run(self) -> None:

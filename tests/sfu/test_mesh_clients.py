@@ -153,3 +153,28 @@ async def test_clients_that_offer_to_newcomers_get_no_offer_from_the_sfu(
     finally:
         for c in (g1, g2):
             await c.close()
+
+
+async def test_after_a_switch_to_sfu_the_sfu_offers_every_pair_once(
+    plane: MediaPlane, vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    """A room that goes sfu: nobody offers on their own, the SFU offers to each mesh client
+    as every other participant, one connection per pair, and each uploads once."""
+    alice = PeerClient(plane, ROOM, "alice", vp8_clip, opus_clip, mode="fill")
+    m1 = MeshPeer(plane, ROOM, "m1", vp8_clip, opus_clip)
+    m2 = MeshPeer(plane, ROOM, "m2", vp8_clip, opus_clip)
+    try:
+        await alice.join()
+        await m1.join(offer_existing=True)
+        await m2.join(offer_existing=True)
+        await m1.wait_frames(["alice", "m2"], n=5)
+        await m2.wait_frames(["alice", "m1"], n=5)
+        await alice.wait_frames("video", ["m1", "m2"], n=5)
+        for client, peers in ((m1, {"alice", "m2"}), (m2, {"alice", "m1"})):
+            assert set(client.offers) == peers and client.answers == {}
+            assert all(len(offers) == 1 for offers in client.offers.values())
+            assert len(client.sending_links()) == 1
+        assert m1.errors == [] and m2.errors == []
+    finally:
+        for c in (alice, m1, m2):
+            await c.close()
