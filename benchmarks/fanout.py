@@ -184,6 +184,8 @@ async def _serve(mode: str) -> None:
                         await plane.answer(ROOM, pid, {"type": "answer", "sdp": msg["sdp"]})
                     elif relay is not None:
                         await relay.answer(pid, msg["sdp"])
+        except ConnectionResetError:
+            pass  # the load generator hung up at the end of a case: that is how cases end
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 if plane is not None:
