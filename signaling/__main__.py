@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument(
         "--database-url", help="DATABASE_URL: unset = SQLite in DATA_DIR, memory, or a URL"
     )
+    parser.add_argument(
+        "--media-workers", type=int, help="MEDIA_WORKERS: media processes (default: CPUs)"
+    )
     args = parser.parse_args(argv)
     overrides = {
         "host": args.host,
@@ -40,6 +43,7 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         "mesh_max": args.mesh_max,
         "redis_url": args.redis_url,
         "database_url": args.database_url,
+        "media_workers": args.media_workers,
     }
     return {key: value for key, value in overrides.items() if value is not None}
 

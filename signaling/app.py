@@ -13,38 +13,47 @@ from signaling.config import Settings
 from signaling.handlers import Handlers
 from signaling.history import open_history, utcnow
 from signaling.http import setup_routes
-from signaling.hub import Hub, MediaPlaneLike
+from signaling.hub import Hub, MediaPortLike
 
 log = logging.getLogger("signaling")
 
 APP_KEY = web.AppKey("application", object)
 
 
-def build_media_plane(settings: Settings) -> MediaPlaneLike | None:
-    """The SFU runs where a room may become sfu: modes `sfu` and `auto`."""
+def build_media(settings: Settings) -> MediaPortLike | None:
+    """The SFU runs where a room may become sfu: modes `sfu` and `auto`.
+
+    `MEDIA_WORKERS` processes share the peer connections (one runs in this process, with
+    no extra process); a room that outgrows a worker spans several, joined by pipes.
+    """
     if settings.room_mode == "mesh":
         return None
-    try:
-        from sfu import MediaConfig, MediaPlane
-    except ImportError:  # pragma: no cover - the SFU ships with this package
-        log.warning("sfu package unavailable: sfu rooms will behave as mesh")
-        return None
-    plane: MediaPlaneLike = MediaPlane(
-        MediaConfig(
-            ice_servers=settings.ice_servers,
-            video_codec=settings.sfu_video_codec,
-            answer_timeout_s=settings.sfu_answer_timeout_s,
-        )
+    from sfu import MediaConfig, PoolConfig, WorkerPool
+
+    async def unrouted(event: object) -> None:
+        log.warning("media event before the media router started: %s", event)
+
+    return WorkerPool(
+        PoolConfig(
+            workers=settings.media_workers,
+            media=MediaConfig(
+                ice_servers=settings.ice_servers,
+                video_codec=settings.sfu_video_codec,
+                answer_timeout_s=settings.sfu_answer_timeout_s,
+            ),
+            pipe_host=settings.media_pipe_host,
+            placement=settings.media_placement,
+        ),
+        unrouted,
     )
-    return plane
 
 
 class Application:
     """One node: its hub, history, handlers and background tasks, started and stopped together."""
 
-    def __init__(self, settings: Settings, media: MediaPlaneLike | None = None) -> None:
+    def __init__(self, settings: Settings, media: MediaPortLike | None = None) -> None:
         self.settings = settings
-        self.hub = Hub(settings, media=media if media is not None else build_media_plane(settings))
+        self.hub = Hub(settings, media=media if media is not None else build_media(settings))
         self.history = open_history(
             settings.database_url,
             settings.data_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     node_ttl_s: float = 6.0
 
     sfu_video_codec: Literal["VP8", "H264"] = "VP8"
+    # Media workers: processes sharing this node's peer connections (1: in this process).
+    media_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    media_placement: Literal["load", "spread"] = "load"
+    """load: a room stays on one worker while it fits; spread: each joiner on the next."""
+    media_pipe_host: str = "127.0.0.1"
+    """Where this node's workers listen for the pipes between them."""
     # An SFU offer unanswered this long is sent again once, then the client's media is
     # dropped (its signaling stays). A connection the client closes or that fails gets a
     # fresh offer after SFU_RETRY_BACKOFF_S, doubling for each retry (at most 3).

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 import socketio
@@ -35,6 +35,9 @@ from signaling.errors import (
 from signaling.models import Limits
 from signaling.ratelimit import TokenBucket
 from signaling.store import MemoryStore, Store
+
+if TYPE_CHECKING:
+    from sfu.commands import Command, Event, Reply
 
 log = logging.getLogger("signaling")
 
@@ -57,30 +60,18 @@ class Conn:
         return self.identity.user.id
 
 
-class MediaPlaneLike(Protocol):
-    """What signaling needs from the SFU (`sfu.MediaPlane`)."""
+class MediaPortLike(Protocol):
+    """What signaling needs from the SFU: `sfu.WorkerPool`, driven by `sfu.commands`.
 
-    async def join(
-        self,
-        room_id: str,
-        participant_id: str,
-        sink: Callable[[str, dict[str, Any] | None], Awaitable[None]],
-        on_failed: Callable[[str], Awaitable[None]] | None = None,
-    ) -> None:
-        """`on_failed(reason)`: the plane let the connection go ("failed": ICE/DTLS,
-        "closed": the client closed it, "unanswered": no answer to the offer, twice)."""
+    `on_event` is where the plane's own initiatives arrive (an offer to a client, a
+    connection let go); the media router sets it before `start`.
+    """
 
-    async def leave(self, room_id: str, participant_id: str) -> None: ...
+    on_event: Callable[[Event], Awaitable[None]]
 
-    async def answer(self, room_id: str, participant_id: str, answer: dict[str, Any]) -> None: ...
+    async def start(self) -> None: ...
 
-    async def candidate(
-        self, room_id: str, participant_id: str, candidate: dict[str, Any] | None
-    ) -> None: ...
-
-    async def screen_share(self, room_id: str, participant_id: str, sharing: bool) -> None: ...
-
-    async def close_room(self, room_id: str) -> None: ...
+    async def run(self, command: Command) -> Reply: ...
 
     async def close(self) -> None: ...
 
@@ -99,7 +90,7 @@ class Hub:
         settings: Settings,
         *,
         store: Store | None = None,
-        media: MediaPlaneLike | None = None,
+        media: MediaPortLike | None = None,
     ) -> None:
         self.settings = settings
         self.node_id = settings.node_id or uuid.uuid4().hex[:12]

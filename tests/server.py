@@ -47,6 +47,7 @@ async def running_server(
         "PORT": "0",
         "LOG_LEVEL": "WARNING",
         "DATABASE_URL": "memory",
+        "MEDIA_WORKERS": "1",  # tests that want worker processes ask for them
         **{key.upper(): str(value) for key, value in env.items()},
     }
     process = await asyncio.create_subprocess_exec(
@@ -97,6 +98,7 @@ async def inprocess_server(**overrides: Any) -> AsyncIterator[InProcess]:
 
     The history is in memory unless `overrides` names a `database_url`."""
     overrides.setdefault("database_url", "memory")
+    overrides.setdefault("media_workers", 1)
     settings = Settings(_env_file=None, host="127.0.0.1", port=0, **overrides)  # type: ignore[call-arg]
     application = Application(settings)
     runner = web.AppRunner(application.web, handle_signals=False, access_log=None)

@@ -22,6 +22,7 @@ from playwright.async_api import async_playwright
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from sfu import rtcp
+from sfu.commands import Answer, Command, Reply
 from sfu.rtp import RtpHeader
 from sfu.source import Source
 from sfu.transport import MediaTransport
@@ -66,15 +67,16 @@ async def record(codec: str, seconds: float) -> dict[str, Any]:
     MediaTransport.send_rtp = send_rtp  # type: ignore[method-assign]
     try:
         async with inprocess_server(room_mode="sfu", sfu_video_codec=codec) as server:
-            plane = server.application.hub.media
-            assert plane is not None
-            stock_answer = plane.answer
+            port = server.application.hub.media
+            assert port is not None
+            stock_run = port.run
 
-            async def answer(room_id: str, pid: str, desc: dict[str, Any]) -> None:
-                answers.append(desc["sdp"])
-                await stock_answer(room_id, pid, desc)
+            async def run(command: Command) -> Reply:
+                if isinstance(command, Answer):
+                    answers.append(command.sdp)
+                return await stock_run(command)
 
-            plane.answer = answer  # type: ignore[method-assign,assignment]
+            port.run = run  # type: ignore[method-assign]
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 for name in ("ada", "bob"):
