@@ -113,7 +113,7 @@ class Participant:
     async def join(self, room: str) -> None:
         await self.sio.connect(self.url, auth={"userId": self.name}, transports=["websocket"])
         self._task = asyncio.create_task(self._answer_offers())
-        ack = await self.sio.call("video:join-room", {"roomId": room}, timeout=10)
+        ack = await self.sio.call("video:join-room", {"roomId": room, "sfu": True}, timeout=10)
         if not ack.get("ok"):
             raise RuntimeError(f"join refused: {ack}")
 

@@ -50,9 +50,11 @@ class Participant(BaseModel):
     isSharingScreen: bool = False
     joinedAt: str = Field(default_factory=now_iso)
     node: str = ""
+    sfu: bool = False
+    """SFU-aware (said so at join); else a mesh client, served by the SFU as its peers."""
 
     def wire(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"node"})
+        return self.model_dump(exclude={"node", "sfu"})
 
     def media_state(self) -> dict[str, Any]:
         return {

@@ -48,6 +48,9 @@ class Candidate(Payload):
 class JoinRoom(Payload):
     roomId: StrictStr = Field(min_length=1)
     studyId: StrictStr | None = Field(default=None, min_length=1, max_length=ID_MAX)
+    sfu: StrictBool = False
+    """The client is SFU-aware: in an sfu room it answers the offers of the peer "sfu".
+    Every other client is a mesh client, which the SFU serves as each of its peers."""
 
 
 class RoomRef(Payload):

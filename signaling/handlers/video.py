@@ -10,7 +10,7 @@ from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
 from signaling.history import History, utcnow
 from signaling.history.base import parse_iso
 from signaling.hub import Conn, Hub, model_parser
-from signaling.media import SFU, MediaRouter
+from signaling.media import SFU, MediaRouter, Seat
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
 from signaling.models import (
     Answer,
@@ -30,6 +30,7 @@ RELAYED_ANSWER = RELAYED.labels("video:answer")
 RELAYED_ICE_CANDIDATE = RELAYED.labels("video:ice-candidate")
 
 SOCKET_ROOM = "video-sock"  # index: socket id -> video room id
+MEDIA_NODE = "video-media"  # index: video room id -> the node carrying it while it is sfu
 CHAT = "video-chat"
 
 
@@ -65,7 +66,7 @@ class VideoRooms:
         (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
         if current is not None and current != room_id:
             await self.leave(conn.sid, current)
-        return await self.enter(conn.sid, conn, room_id, payload.studyId)
+        return await self.enter(conn.sid, conn, room_id, payload.studyId, sfu=payload.sfu)
 
     async def enter(
         self,
@@ -76,6 +77,7 @@ class VideoRooms:
         *,
         participant: Participant | None = None,
         policy: str | None = None,
+        sfu: bool = False,
     ) -> dict[str, Any]:
         """Puts a socket in a room and tells everyone; used by joins and by pairing."""
         hub = self.hub
@@ -83,7 +85,11 @@ class VideoRooms:
         if participant is None:
             assert conn is not None
             participant = Participant(
-                socketId=sid, userId=conn.user_id, user=conn.identity.user, node=hub.node_id
+                socketId=sid,
+                userId=conn.user_id,
+                user=conn.identity.user,
+                node=hub.node_id,
+                sfu=sfu,
             )
         async with self.store.edit(VideoRoom, room_id) as slot:
             opened = slot.value is None
@@ -100,37 +106,23 @@ class VideoRooms:
             slot.value = room
         self._record_join(room, participant, opened, rejoin, change)
         await self.store.set_index(SOCKET_ROOM, sid, room_id)
+        if opened or change is not None:
+            await self._index_media(room)
         ROOM_JOINS.labels("video").inc()
-        others = [p.wire() for p in room.others(sid)]
-        history = await self.store.read_list(CHAT, room_id)
-        await hub.emit(
-            "video:room-state",
-            {
-                "roomId": room_id,
-                "mode": room.mode,
-                "self": sid,
-                "participants": others,
-                "iceServers": settings.ice_servers,
-                "chat": [ChatMessage.model_validate_json(m).wire() for m in history],
-            },
-            to=sid,
-        )
         other_ids = [p.socketId for p in room.others(sid)]
         if not rejoin:
-            await hub.emit(
-                "video:user-joined",
-                {
-                    "socketId": sid,
-                    "userId": participant.userId,
-                    "user": participant.user.model_dump(),
-                },
-                to=other_ids,
-            )
+            await self._emit_joined(participant, other_ids)
         if change is not None:
             await self._announce_mode(room, change, other_ids)
-        elif room.mode == "sfu" and room.mediaNode is not None:
-            # A rejoin gets a fresh connection too: the client rebuilt its own on room-state.
-            await self.media.join(room.mediaNode, room.id, sid)
+        media_node = room.mediaNode if room.mode == "sfu" else None
+        if media_node is not None and not participant.sfu:
+            # A mesh client offers to everyone as soon as it has the room state: the SFU
+            # must know it first. (A rejoin gets fresh connections too.)
+            await self.media.join(media_node, room.id, sid, Seat(mesh=True))
+        others = await self._send_room_state(room, sid)
+        if media_node is not None and participant.sfu:
+            # The SFU's offer follows the room state, which the client builds its call on.
+            await self.media.join(media_node, room.id, sid)
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 
     async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
@@ -153,10 +145,10 @@ class VideoRooms:
         if room is None or participant is None:
             return
         self._record_leave(room, sid, change)
+        if room.empty or change is not None:
+            await self._index_media(room)
         remaining = [p.socketId for p in room.participants.values()]
-        await self.hub.emit(
-            "video:user-left", {"socketId": sid, "userId": participant.userId}, to=remaining
-        )
+        await self._emit_left(participant, remaining)
         if room.empty:
             await self.store.delete_list(CHAT, room_id)
             if media_node is not None:
@@ -183,6 +175,7 @@ class VideoRooms:
         for sid in sids:
             await self.store.set_index(SOCKET_ROOM, sid, None)
         await self.store.delete_list(CHAT, room_id)
+        await self.store.set_index(MEDIA_NODE, room_id, None)
         await self.hub.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
         if room.mediaNode is not None:
             await self.media.close_room(room.mediaNode, room_id)
@@ -206,11 +199,12 @@ class VideoRooms:
         if room is None or not moved:
             return
         log.warning("room %s: media moves from dead node %s to this node", room_id, dead_node)
+        await self._index_media(room)
         sids = list(room.participants)
         # Clients drop their dead peer connection and wait for this node's offer.
         await self.hub.emit("video:mode-changed", {"roomId": room_id, "mode": "sfu"}, to=sids)
-        for sid in sids:
-            await self.media.join(self.hub.node_id, room_id, sid)
+        for p in room.participants.values():
+            await self.media.join(self.hub.node_id, room_id, p.socketId, _fresh_seat(p))
 
     async def room_of(self, conn: Conn, room_id: str) -> str:
         """The room id, once it is valid and the socket is in that room."""
@@ -255,17 +249,81 @@ class VideoRooms:
         to: list[str],
         previous_media: str | None = None,
     ) -> None:
+        """Tells ``to`` (everyone but a newcomer) of the switch and moves their media.
+
+        SFU-aware clients follow `video:mode-changed`. A mesh client knows no such event, so
+        it is shown the switch the way its code understands: every peer leaves and joins
+        again (it closes its connection to each), then the new connections are offered.
+        """
         MODE_SWITCHES.labels(change.current).inc()
         log.info("room %s switches %s -> %s", room.id, change.previous, change.current)
+        if change.current == "mesh" and previous_media is not None:
+            await self.media.close_room(previous_media, room.id)  # root first: media, then people
+        mesh_clients = [room.participants[sid] for sid in to if not room.participants[sid].sfu]
+        for client in mesh_clients:
+            peers = [room.participants[sid] for sid in to if sid != client.socketId]
+            for peer in peers:
+                await self._emit_left(peer, client.socketId)
+            if change.current == "sfu":
+                for peer in peers:  # back in its list: the SFU connects it to them
+                    await self._emit_joined(peer, client.socketId)
         await self.hub.emit(
             "video:mode-changed", {"roomId": room.id, "mode": change.current}, to=to
         )
         if change.current == "mesh":
-            if previous_media is not None:
-                await self.media.close_room(previous_media, room.id)
-        elif room.mediaNode is not None:
-            for sid in room.participants:
-                await self.media.join(room.mediaNode, room.id, sid)
+            for client in mesh_clients:
+                await self._rebuild_mesh(room, client, to)
+            return
+        if room.mediaNode is None:
+            return
+        # SFU-aware first, then mesh clients: the SFU offers to each mesh client as everyone
+        # already in its room, so each pair gets exactly one connection.
+        for sid in sorted(to, key=lambda sid: not room.participants[sid].sfu):
+            p = room.participants[sid]
+            await self.media.join(room.mediaNode, room.id, sid, _fresh_seat(p))
+
+    async def _rebuild_mesh(self, room: VideoRoom, client: Participant, among: list[str]) -> None:
+        """Back in mesh, a mesh client gets its peers again; in each pair the lower socket id
+        offers (as the web client does after a switch): to make a mesh client offer, it is
+        sent the room state listing whom it offers to (its joiner's flow)."""
+        peers = [room.participants[sid] for sid in among if sid != client.socketId]
+        offers_to = [p for p in peers if client.socketId < p.socketId]
+        if offers_to:
+            await self._send_room_state(room, client.socketId, offers_to)
+        for peer in peers:
+            if peer not in offers_to:
+                await self._emit_joined(peer, client.socketId)
+
+    async def _send_room_state(
+        self, room: VideoRoom, sid: str, listed: list[Participant] | None = None
+    ) -> list[dict[str, Any]]:
+        participants = [p.wire() for p in (room.others(sid) if listed is None else listed)]
+        history = await self.store.read_list(CHAT, room.id)
+        await self.hub.emit(
+            "video:room-state",
+            {
+                "roomId": room.id,
+                "mode": room.mode,
+                "self": sid,
+                "participants": participants,
+                "iceServers": self.hub.settings.ice_servers,
+                "chat": [ChatMessage.model_validate_json(m).wire() for m in history],
+            },
+            to=sid,
+        )
+        return participants
+
+    async def _emit_joined(self, p: Participant, to: str | list[str]) -> None:
+        joined = {"socketId": p.socketId, "userId": p.userId, "user": p.user.model_dump()}
+        await self.hub.emit("video:user-joined", joined, to=to)
+
+    async def _emit_left(self, p: Participant, to: str | list[str]) -> None:
+        await self.hub.emit("video:user-left", {"socketId": p.socketId, "userId": p.userId}, to=to)
+
+    async def _index_media(self, room: VideoRoom) -> None:
+        """Signals read the room's media node from an index, not the whole room."""
+        carried = room.mediaNode if room.mode == "sfu" and not room.empty else None
+        await self.store.set_index(MEDIA_NODE, room.id, carried)
 
     async def _wants_media(self, room_id: str, sid: str) -> bool:
         (current,) = await self.store.get_index(SOCKET_ROOM, sid)
@@ -274,19 +332,34 @@ class VideoRooms:
 
     # -- signals ---------------------------------------------------------------------------------
 
-    async def _target_room(self, conn: Conn, to: str) -> str:
+    async def _destination(self, conn: Conn, to: str) -> tuple[str, str | None]:
+        """The sender's room, and the node carrying its media while the room is sfu.
+
+        In an sfu room every signal goes to the SFU: an SFU-aware client's (``to`` "sfu"),
+        and a mesh client's to a participant, which the SFU plays. Only mesh rooms relay.
+        """
         mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, to)
         if mine is None:
             raise NotInRoom("join a video room first")
         if to != SFU and theirs != mine:
             raise NotFound("no such participant in your room")
-        return mine
+        (media_node,) = await self.store.get_index(MEDIA_NODE, mine)
+        if to == SFU and media_node is None:
+            raise NotFound("this room has no SFU peer")
+        return mine, media_node
 
     async def offer(self, conn: Conn, payload: Offer) -> None:
         self.hub.limits.sdp(payload.offer)
-        await self._target_room(conn, payload.to)
         if payload.to == SFU:
+            await self._destination(conn, payload.to)
             raise InvalidPayload("the SFU makes the offers; answer them instead")
+        room_id, media_node = await self._destination(conn, payload.to)
+        if media_node is not None:
+            if payload.offer.type != "offer":
+                raise InvalidPayload("offer.type must be 'offer'")
+            sdp = payload.offer.sdp
+            await self.media.offer(media_node, room_id, conn.sid, payload.to, sdp)
+            return
         RELAYED_OFFER.inc()
         await self.hub.emit(
             "video:offer", {"from": conn.sid, "offer": payload.verbatim("offer")}, to=payload.to
@@ -294,9 +367,12 @@ class VideoRooms:
 
     async def answer(self, conn: Conn, payload: Answer) -> None:
         self.hub.limits.sdp(payload.answer)
-        room_id = await self._target_room(conn, payload.to)
-        if payload.to == SFU:
-            await self._to_media(room_id, conn.sid, "answer", payload.answer.model_dump())
+        room_id, media_node = await self._destination(conn, payload.to)
+        if media_node is not None:
+            if payload.answer.type != "answer":
+                raise InvalidPayload("answer.type must be 'answer'")
+            sdp = payload.answer.sdp
+            await self.media.answer(media_node, room_id, conn.sid, payload.to, sdp)
             return
         RELAYED_ANSWER.inc()
         await self.hub.emit(
@@ -304,10 +380,10 @@ class VideoRooms:
         )
 
     async def ice_candidate(self, conn: Conn, payload: IceCandidate) -> None:
-        room_id = await self._target_room(conn, payload.to)
-        if payload.to == SFU:
+        room_id, media_node = await self._destination(conn, payload.to)
+        if media_node is not None:
             candidate = payload.candidate.wire() if payload.candidate is not None else None
-            await self._to_media(room_id, conn.sid, "candidate", candidate)
+            await self.media.candidate(media_node, room_id, conn.sid, payload.to, candidate)
             return
         RELAYED_ICE_CANDIDATE.inc()
         await self.hub.emit(
@@ -315,18 +391,6 @@ class VideoRooms:
             {"from": conn.sid, "candidate": payload.verbatim("candidate")},
             to=payload.to,
         )
-
-    async def _to_media(
-        self, room_id: str, sid: str, kind: str, data: dict[str, Any] | None
-    ) -> None:
-        room = await self.store.load(VideoRoom, room_id)
-        if room is None or room.mode != "sfu" or room.mediaNode is None:
-            raise NotFound("this room has no SFU peer")
-        if kind == "answer":
-            assert data is not None
-            await self.media.answer(room.mediaNode, room_id, sid, data)
-        else:
-            await self.media.candidate(room.mediaNode, room_id, sid, data)
 
     # -- media flags and chat ---------------------------------------------------------------------
 
@@ -378,3 +442,9 @@ class VideoRooms:
         )
         await self.hub.emit("video:chat", message.wire(), to=list(room.participants))
         return {"ok": True, "id": message.id}
+
+
+def _fresh_seat(p: Participant) -> Seat:
+    """A participant's media seat when nobody will offer to it on their own (a switch to
+    sfu, a node taking a room over): the SFU offers to a mesh client as everyone."""
+    return Seat() if p.sfu else Seat(mesh=True, offer_existing=True)

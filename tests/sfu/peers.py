@@ -256,7 +256,7 @@ class SocketPlane:
                 await sink("offer", payload["offer"])
 
         self.client.sio.on("video:offer", on_offer)
-        self.joined = await self.client.call("video:join-room", {"roomId": room_id})
+        self.joined = await self.client.call("video:join-room", {"roomId": room_id, "sfu": True})
 
     async def answer(self, room_id: str, participant_id: str, answer: dict[str, Any]) -> None:
         await self.client.emit("video:answer", {"to": "sfu", "answer": answer})

@@ -93,7 +93,7 @@ class Rig:
         await b.connect()
         self.stack.push_async_callback(b.close)
         for c in (a, b):
-            assert (await c.call("video:join-room", {"roomId": ROOM}))["ok"] is True
+            assert (await c.call("video:join-room", {"roomId": ROOM, "sfu": True}))["ok"] is True
             assert (await c.call("join-study", {"studyId": STUDY}))["ok"] is True
         assert (await b.call("create-room", GUIDE))["success"] is True
         assert (await a.call("join-room", GUIDE))["success"] is True

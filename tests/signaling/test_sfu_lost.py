@@ -57,7 +57,7 @@ async def test_an_unanswered_sfu_offer_is_repeated_once_then_the_media_dropped()
     async with inprocess_server(room_mode="sfu", sfu_answer_timeout_s=0.3) as server:
         mute = await Client(server.url, "mute").connect()
         try:
-            await mute.call("video:join-room", {"roomId": "s"})
+            await mute.call("video:join-room", {"roomId": "s", "sfu": True})
             first = await mute.next("video:offer")
             again = await mute.next("video:offer", timeout=3)
             assert first == again and first["from"] == "sfu"
@@ -79,7 +79,7 @@ async def test_a_malformed_sfu_answer_is_refused_in_words() -> None:
     async with inprocess_server(room_mode="sfu") as server:
         client = await Client(server.url, "ann").connect()
         try:
-            await client.call("video:join-room", {"roomId": "s"})
+            await client.call("video:join-room", {"roomId": "s", "sfu": True})
             offer = (await client.next("video:offer"))["offer"]["sdp"]
             broken = offer.replace("a=setup:actpass", "a=setup:active")
             broken = re.sub(r"a=fingerprint:(\S+) \S+", r"a=fingerprint:\1", broken)

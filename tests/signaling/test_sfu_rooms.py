@@ -72,7 +72,7 @@ async def test_client_offers_to_the_sfu_are_refused() -> None:
     async with inprocess_server(room_mode="sfu") as server:
         client = await Client(server.url, "ann").connect()
         try:
-            await client.call("video:join-room", {"roomId": "s"})
+            await client.call("video:join-room", {"roomId": "s", "sfu": True})
             await client.emit("video:offer", {"to": "sfu", "offer": {"type": "offer", "sdp": "x"}})
             error = await client.next("error")
             assert error["code"] == "INVALID_PAYLOAD" and error["event"] == "video:offer"
