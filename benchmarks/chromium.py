@@ -20,4 +20,8 @@ CHROMIUM_ARGS = [
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
+    # Pages Playwright serves itself (the documents' client, at the server's origin) count
+    # as public documents, whose requests to 127.0.0.1 Chromium blocks; a page the server
+    # serves is not affected.
+    "--disable-features=LocalNetworkAccessChecks",
 ]

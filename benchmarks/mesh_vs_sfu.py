@@ -2,7 +2,9 @@
 
 For each N and each room mode (``ROOM_MODE=mesh``: one peer connection per other person,
 every page encodes its camera once per peer; ``ROOM_MODE=sfu``: one connection to the
-server, one encode, the server forwards) we open N pages of the call link
+server, one encode, the server forwards; ``sfu-docs``: an sfu room of pages of the
+documents' own client, `benchmarks.documents`, which knows nothing of the SFU and gets a
+mesh the server makes, uploading on one of its connections) we open N pages of the call link
 (``/?room=...&name=...``) in one Chromium (one browser context each, fake camera and
 microphone), wait until every page plays every other page's video, let bandwidth
 estimation settle, then measure over a window:
@@ -54,11 +56,14 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from benchmarks import _report as report
-from benchmarks._report import Metric, add_side_by_side, machine_busy_s, sweep_progress
+from benchmarks._report import Metric, machine_busy_s, sweep_progress
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+from benchmarks.documents import ALL_PLAYING as DOCUMENTS_PLAYING
+from benchmarks.documents import open_documents_client
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("mesh", "sfu")
+MODES = ("mesh", "sfu", "sfu-docs")
+DOCUMENTS = "sfu-docs"
 # Settings that would take the server out of in-memory, open-auth, single-node mode.
 _SCRUB_ENV = ("REDIS_URL", "JWT_SECRET", "AUTH_VERIFY_URL", "MEMBERSHIP_URL", "PORT", "HOST")
 LISTENING = re.compile(r"Listening on (http://\S+)")
@@ -159,10 +164,11 @@ async def running_server(mode: str, root: Path = ROOT) -> AsyncIterator[Server]:
     env.update(
         HOST="127.0.0.1",
         PORT="0",
-        ROOM_MODE=mode,
+        ROOM_MODE="sfu" if mode == DOCUMENTS else mode,
         LOG_LEVEL="WARNING",
         MAX_PARTICIPANTS="16",
         DATABASE_URL="memory",  # signaling's history is not what this measures
+        MEDIA_WORKERS="1",  # server CPU is this one process (benchmarks.room measures workers)
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -283,9 +289,13 @@ def _window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     }
 
 
-async def _open(browser: Browser, url: str, room: str, name: str, lowres: bool) -> Page:
+async def _open(
+    browser: Browser, url: str, room: str, name: str, lowres: bool, documents: bool
+) -> Page:
     context: BrowserContext = await browser.new_context(viewport={"width": 1000, "height": 620})
     await context.add_init_script(RECORD_PCS)
+    if documents:  # its camera is 320x240 at 15 fps, as ours with ?lowres=1
+        return await open_documents_client(context, url, room, name)
     page = await context.new_page()
     query = {"room": room, "name": name}
     if lowres:
@@ -310,14 +320,19 @@ async def run_case(
             started = time.monotonic()
             progress.update(task, description=f"{mode} N={n}: joining")
             for i in range(n):
-                pages.append(await _open(browser, server.url, room, f"p{i}", p.resolution == "low"))
+                pages.append(
+                    await _open(
+                        browser, server.url, room, f"p{i}", p.resolution == "low", mode == DOCUMENTS
+                    )
+                )
+            playing = DOCUMENTS_PLAYING if mode == DOCUMENTS else ALL_PLAYING
             progress.update(task, description=f"{mode} N={n}: waiting for video")
             complete = True
             try:
                 await asyncio.gather(
                     *(
                         pg.wait_for_function(
-                            ALL_PLAYING, arg=n - 1, polling=250, timeout=p.setup_timeout * 1000
+                            playing, arg=n - 1, polling=250, timeout=p.setup_timeout * 1000
                         )
                         for pg in pages
                     )
@@ -326,9 +341,10 @@ async def run_case(
                 complete = False
                 console.print(f"[yellow]{mode} N={n}: not every video played ({exc!s:.80})")
             setup_s = time.monotonic() - started
-            modes = {(await pg.evaluate("window.__call.state.mode")) for pg in pages}
-            if modes != {mode}:
-                raise BenchError(f"pages report room mode {sorted(map(str, modes))}")
+            if mode != DOCUMENTS:  # (the documents' client has no notion of a mode)
+                modes = {(await pg.evaluate("window.__call.state.mode")) for pg in pages}
+                if modes != {mode}:
+                    raise BenchError(f"pages report room mode {sorted(map(str, modes))}")
             progress.update(task, description=f"{mode} N={n}: warm-up")
             await asyncio.sleep(p.warmup)
 
@@ -422,19 +438,31 @@ METRICS: tuple[Metric, ...] = (
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
-    """Side by side: mesh, sfu and mesh/sfu per N and metric."""
-    t = Table(title="Mesh against SFU: N Chromium pages of the web client in one room")
-    for col in ("N", "metric", "mesh", "sfu", "mesh/sfu"):
+    """Side by side: mesh, sfu, the documents' client in sfu, and the ratios to sfu."""
+    t = Table(title="Mesh against SFU: N Chromium pages in one room")
+    cols = ("N", "metric", "mesh", "sfu", "sfu-docs", "mesh/sfu", "docs/sfu")
+    for col in cols:
         t.add_column(col, justify="left" if col == "metric" else "right")
     by = {(r["mode"], r["participants"]): r for r in rows}
     for n in sorted({r["participants"] for r in rows}):
-        mesh, sfu = by.get(("mesh", n), {}), by.get(("sfu", n), {})
-        add_side_by_side(t, str(n), mesh, sfu, METRICS)
-        for side, r in (("mesh", mesh), ("sfu", sfu)):
+        mesh, sfu, docs = (by.get((m, n), {}) for m in MODES)
+        for key, label, fmt in METRICS:
+            values = [r.get(key) for r in (mesh, sfu, docs)]
+            base = values[1]
+            t.add_row(
+                str(n),
+                label,
+                *("-" if v is None else fmt(v) for v in values),
+                *(
+                    f"{v / base:.2f}x" if isinstance(v, int | float) and base else "-"
+                    for v in (values[0], values[2])
+                ),
+            )
+        for side, r in (("mesh", mesh), ("sfu", sfu), (DOCUMENTS, docs)):
             if "error" in r:
-                t.add_row(str(n), f"[red]{side} error", r["error"][:60], "", "")
+                t.add_row(str(n), f"[red]{side} error", r["error"][:60], "", "", "", "")
             elif r and not r["complete"]:
-                t.add_row(str(n), f"[yellow]{side}: not every video played", "", "", "")
+                t.add_row(str(n), f"[yellow]{side}: not every video played", "", "", "", "", "")
         t.add_section()
     return t
 
@@ -486,7 +514,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ("server_cpu_s_per_s", 1.0, "server CPU-seconds per second"),
         ("browser_cpu_s_per_s", 1.0, "whole browser CPU-seconds per second (N pages)"),
     )
-    for mode, style in (("mesh", "o-"), ("sfu", "s--")):
+    for mode, style in (("mesh", "o-"), ("sfu", "s--"), (DOCUMENTS, "^:")):
         pts = sorted((r["participants"], r) for r in rows if r["mode"] == mode and "error" not in r)
         if not pts:
             continue
@@ -530,7 +558,7 @@ def _ints(text: str) -> list[int]:
 def _modes(text: str) -> list[str]:
     values = [x.strip() for x in text.split(",") if x.strip()]
     if not values or any(v not in MODES for v in values):
-        raise argparse.ArgumentTypeError("modes are mesh and/or sfu")
+        raise argparse.ArgumentTypeError("modes are mesh, sfu and/or sfu-docs")
     return values
 
 
@@ -545,7 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--participants", type=_ints, default=[2, 3, 4, 5, 6], help="comma-separated N values"
     )
-    parser.add_argument("--modes", type=_modes, default=list(MODES), help="mesh,sfu (default)")
+    parser.add_argument(
+        "--modes", type=_modes, default=list(MODES), help="mesh,sfu,sfu-docs (default)"
+    )
     parser.add_argument("--seconds", type=float, default=6.0, help="measurement window (s)")
     parser.add_argument(
         "--warmup",

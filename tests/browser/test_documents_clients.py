@@ -1,0 +1,175 @@
+"""The documents' own client, unmodified, in sfu and auto rooms: it sees a mesh the server
+makes, plays every other page, uploads one stream, and never hears of a peer "sfu".
+
+The page (`benchmarks/documents_client.html`) is written from the design documents' code:
+the CoUp join flow and the guide's `useWebRTC` hook on the `video:` events, with no `sfu`
+flag and no `video:mode-changed` handler. Playwright serves it at the server's origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from playwright.async_api import Page
+
+from benchmarks.documents import REMOTE_VIDEOS, open_documents_client
+from benchmarks.mesh_vs_sfu import RECORD_PCS
+from tests.browser.conftest import MEDIA_TIMEOUT, UI_TIMEOUT, CallPage, Pages, room_id
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+UPLOAD_WINDOW_S = 2.0
+
+# Video streams this page is sending now, over all its connections (bytes moving).
+VIDEO_BYTES_SENT = """
+async () => {
+  const out = {};
+  for (const [i, pc] of (window.__benchPcs || []).entries()) {
+    if (pc.connectionState === 'closed') continue;
+    (await pc.getStats()).forEach(r => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') out[`${i}:${r.ssrc}`] = r.bytesSent;
+    });
+  }
+  return out;
+}
+"""
+
+
+class DocsPage:
+    """One person on the documents' client."""
+
+    def __init__(self, page: Page, name: str, page_errors: list[str]) -> None:
+        self.page = page
+        self.name = name
+        self.id = ""
+        self.page_errors = page_errors
+
+    async def wait(self, js: str, arg: Any = None, timeout: float = UI_TIMEOUT) -> Any:
+        handle = await self.page.wait_for_function(js, arg=arg, timeout=timeout * 1000)
+        return await handle.json_value()
+
+    async def joined(self) -> str:
+        """Its socket id, once the server sent it the room state."""
+        self.id = await self.wait(
+            "() => window.__docs && window.__docs.socket.connected"
+            " && window.__docs.participants !== undefined && window.__docs.socket.id"
+        )
+        return self.id
+
+    async def playing(self, peers: list[str], timeout: float = MEDIA_TIMEOUT) -> None:
+        """A video for each of ``peers`` (keyed by socket id, as the documents do), with
+        decoded frames and playback time moving on; no other remote video."""
+        videos = REMOTE_VIDEOS
+        await self.wait(
+            f"""peers => {{ const v = {videos};
+                return v.length === peers.length && peers.every(p => v.some(x =>
+                  x.dataset.peer === p && x.videoWidth > 0 && !x.paused)); }}""",
+            sorted(peers),
+            timeout,
+        )
+        before = await self.page.evaluate(
+            f"Object.fromEntries({videos}.map(v => [v.dataset.peer, v.currentTime]))"
+        )
+        await self.wait(
+            f"""before => {videos}.every(v =>
+                  v.dataset.peer in before && v.currentTime > before[v.dataset.peer] + 0.3)""",
+            before,
+            timeout,
+        )
+
+    async def uploads(self) -> int:
+        """How many video streams the page is sending right now, over all its connections."""
+        before: dict[str, int] = await self.page.evaluate(VIDEO_BYTES_SENT)
+        await asyncio.sleep(UPLOAD_WINDOW_S)  # bytes sent need time to grow: a rate
+        after: dict[str, int] = await self.page.evaluate(VIDEO_BYTES_SENT)
+        return sum(1 for key, sent in after.items() if sent > before.get(key, sent))
+
+    async def trouble(self) -> list[str]:
+        """Errors the page saw, and whether it ever heard from a peer named "sfu"."""
+        errors: list[str] = await self.page.evaluate("window.__docs.errors")
+        heard: list[str] = await self.page.evaluate("[...window.__docs.heardFrom]")
+        sfu = [f"heard from {peer!r}" for peer in heard if peer == "sfu"]
+        return self.page_errors + errors + sfu
+
+
+async def open_docs(people: Pages, url: str, room: str, name: str) -> DocsPage:
+    context = await people.browser.new_context()
+    context.set_default_timeout(UI_TIMEOUT * 1000)
+    people.contexts.append(context)
+    await context.add_init_script(RECORD_PCS)
+    errors: list[str] = []
+    page = await open_documents_client(context, url, room, name, errors)
+    docs = DocsPage(page, name, errors)
+    await docs.joined()
+    return docs
+
+
+async def all_see_all(pages: list[DocsPage], others: list[str] | None = None) -> None:
+    ids = [p.id for p in pages] + (others or [])
+    await asyncio.gather(*(p.playing([i for i in ids if i != p.id]) for p in pages))
+
+
+async def assert_upload_once(pages: list[DocsPage]) -> None:
+    uploads = await asyncio.gather(*(p.uploads() for p in pages))
+    assert uploads == [1] * len(pages), dict(zip([p.name for p in pages], uploads, strict=True))
+
+
+async def assert_no_trouble(pages: list[DocsPage]) -> None:
+    for page in pages:
+        assert await page.trouble() == [], page.name
+
+
+async def test_documents_pages_in_an_sfu_room_play_everyone_and_upload_once(
+    people: Pages,
+) -> None:
+    async with people.server(room_mode="sfu", max_participants="8") as url:
+        room = room_id("docs-sfu")
+        pages: list[DocsPage] = []
+        for size in (2, 4, 6):
+            while len(pages) < size:
+                pages.append(await open_docs(people, url, room, f"doc{len(pages)}"))
+            await all_see_all(pages)
+            await assert_upload_once(pages)
+        await assert_no_trouble(pages)
+
+        # the uploading connection's peer leaves: the upload moves, everyone still plays
+        leaver = pages.pop(1)
+        await leaver.page.evaluate("window.__docs.leave()")
+        await all_see_all(pages)
+        await assert_upload_once(pages)
+        await assert_no_trouble(pages)
+
+
+async def test_documents_pages_follow_an_auto_room_to_sfu_and_back(people: Pages) -> None:
+    async with people.server(room_mode="auto", mesh_max="3") as url:
+        room = room_id("docs-auto")
+        pages = [await open_docs(people, url, room, f"auto{i}") for i in range(3)]
+        await all_see_all(pages)
+        # a real mesh: each page sends its camera to both others
+        assert await asyncio.gather(*(p.uploads() for p in pages)) == [2, 2, 2]
+
+        pages.append(await open_docs(people, url, room, "auto3"))  # the room goes sfu
+        await all_see_all(pages)
+        await assert_upload_once(pages)
+
+        for leaver in (pages.pop(), pages.pop()):  # two left: back to mesh
+            await leaver.page.evaluate("window.__docs.leave()")
+        await all_see_all(pages)
+        await assert_no_trouble(pages)
+
+
+async def test_documents_pages_and_web_client_pages_share_an_sfu_room(people: Pages) -> None:
+    async with people.server(room_mode="sfu") as url:
+        room = room_id("docs-mixed")
+        web: list[CallPage] = []
+        docs: list[DocsPage] = []
+        for i in range(2):
+            docs.append(await open_docs(people, url, room, f"doc{i}"))
+            web.append(await people(url, room, f"Web{i}"))
+        web_ids = [await page.joined(3, timeout=MEDIA_TIMEOUT) for page in web]
+        await all_see_all(docs, others=web_ids)
+        await asyncio.gather(*(page.remote_videos_playing(3) for page in web))
+        await assert_upload_once(docs)
+        await assert_no_trouble(docs)
