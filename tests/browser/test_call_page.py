@@ -206,7 +206,7 @@ async def test_three_people_in_an_sfu_room_see_each_other(people: Pages) -> None
                 window.__call.socket.on('video:offer', (m) => {
                     if (m.from === 'sfu') window.__sfuOffers += 1;
                 });
-                window.__call.socket.emit('video:join-room', { roomId: room });
+                window.__call.socket.emit('video:join-room', { roomId: room, sfu: true });
             }""",
             room,
         )
