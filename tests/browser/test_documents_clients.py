@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import Page
 
@@ -173,3 +174,16 @@ async def test_documents_pages_and_web_client_pages_share_an_sfu_room(people: Pa
         await asyncio.gather(*(page.remote_videos_playing(3) for page in web))
         await assert_upload_once(docs)
         await assert_no_trouble(docs)
+
+
+async def test_documents_pages_spread_over_two_media_workers(people: Pages) -> None:
+    """Each page on another worker process: every track crosses a pipe, still one upload."""
+    async with people.server(room_mode="sfu", media_workers="2", media_placement="spread") as url:
+        room = room_id("docs-workers")
+        pages = [await open_docs(people, url, room, f"w{i}") for i in range(3)]
+        await all_see_all(pages)
+        await assert_upload_once(pages)
+        await assert_no_trouble(pages)
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+            workers = (await response.json())["sfu"]["workers"]
+        assert sorted(w["participants"] for w in workers) == [1, 2]  # the room spans both
