@@ -343,7 +343,9 @@ class VideoRooms:
             raise NotInRoom("join a video room first")
         if to != SFU and theirs != mine:
             raise NotFound("no such participant in your room")
-        (media_node,) = await self.store.get_index(MEDIA_NODE, mine)
+        media_node = None
+        if self.media.available:  # a mesh-only server relays without the extra read
+            (media_node,) = await self.store.get_index(MEDIA_NODE, mine)
         if to == SFU and media_node is None:
             raise NotFound("this room has no SFU peer")
         return mine, media_node
