@@ -184,10 +184,12 @@ class MediaRouter:
         await self._notice({"t": "room-close", "room": room_id, "call": call})
 
     async def node_gone(self, node: str) -> None:
-        """``node`` is dead: every pool drops its participants and its pipes."""
-        if self.port is None or node == self.node:
+        """``node`` is dead: every pool drops its participants and its pipes. This node's
+        own id: it restarted under it, and the others forget what its last run held."""
+        if self.port is None:
             return
-        await self.port.node_gone(node)
+        if node != self.node:
+            await self.port.node_gone(node)
         await self._notice({"t": "node-gone", "dead": node})
 
     async def _leave_here(self, room_id: str, sid: str) -> None:
