@@ -127,6 +127,10 @@ class MediaRouter:
     def available(self) -> bool:
         return self.port is not None
 
+    def seated(self, room_id: str, sid: str) -> bool:
+        """Whether this node runs ``sid``'s media in ``room_id`` (the room is sfu)."""
+        return (room_id, sid) in self._seats
+
     async def join(self, room_id: str, sid: str, seat: Seat | None = None) -> None:
         """Seats a socket of this node in its sfu room's media."""
         seat = seat or Seat()

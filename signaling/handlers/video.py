@@ -314,29 +314,22 @@ class VideoRooms:
     # -- signals ---------------------------------------------------------------------------------
 
     async def _destination(self, conn: Conn, to: str) -> tuple[str, bool]:
-        """The sender's room, and whether it is sfu (its signals then go to this node's SFU).
+        """The sender's room, and whether its signals go to this node's SFU.
 
         In an sfu room every signal goes to the SFU: an SFU-aware client's (``to`` "sfu"),
         and a mesh client's to a participant, which the SFU plays. Only mesh rooms relay.
+        A sender has a seat in this node's media exactly while its room is sfu (seated on
+        joining or on the switch, unseated on leaving, closing, or the switch back), so the
+        room's mode costs no read of the store.
         """
-        if not self.media.available:  # a mesh-only server relays on the indexes alone
-            mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, to)
-            if mine is None:
-                raise NotInRoom("join a video room first")
-            if to == SFU:
-                raise NotFound("this room has no SFU peer")
-            if theirs != mine:
-                raise NotFound("no such participant in your room")
-            return mine, False
-        (mine,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        room = await self.store.load(VideoRoom, mine) if mine is not None else None
-        if mine is None or room is None or conn.sid not in room.participants:
+        mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, to)
+        if mine is None:
             raise NotInRoom("join a video room first")
-        sfu = room.mode == "sfu"
+        if to != SFU and theirs != mine:
+            raise NotFound("no such participant in your room")
+        sfu = self.media.seated(mine, conn.sid)
         if to == SFU and not sfu:
             raise NotFound("this room has no SFU peer")
-        if to != SFU and to not in room.participants:
-            raise NotFound("no such participant in your room")
         return mine, sfu
 
     async def offer(self, conn: Conn, payload: Offer) -> None:
