@@ -405,8 +405,8 @@ class VideoRooms:
         return await self._screen_share(conn, payload.roomId, False)
 
     async def _screen_share(self, conn: Conn, room_id: str, sharing: bool) -> dict[str, Any]:
-        room = await self._set_media(conn, room_id, is_sharing_screen=sharing)
-        if room.mode == "sfu" and self.media.available:
+        await self._set_media(conn, room_id, is_sharing_screen=sharing)
+        if self.media.seated(room_id, conn.sid):  # sfu: this node's SFU renegotiates
             await self.media.screen_share(room_id, conn.sid, sharing)
         return {"ok": True}
 
