@@ -310,7 +310,7 @@ class MeshPeer:
         )
 
     async def sink(self, peer: str, kind: str, payload: dict[str, Any] | None) -> None:
-        if kind == "offer" and payload is not None:
+        if kind in ("offer", "reoffer") and payload is not None:
             self._inbox.put_nowait((peer, payload))
 
     def _new_pc(self, peer: str) -> RTCPeerConnection:
