@@ -37,12 +37,23 @@ def stream_ids(sdp: str) -> dict[str, str]:
 
 
 class GuidePeer:
-    """One page of the guide's client; ``chat`` adds the guide's 6.5 DataChannel to offers."""
+    """One page of the guide's client; ``chat`` adds the guide's 6.5 DataChannel to offers;
+    ``lower_offers`` applies the guide's glare rule (7.4: only the lower socket id offers)."""
 
-    def __init__(self, url: str, video: Clip, audio: Clip | None = None, chat: bool = False):
+    def __init__(
+        self,
+        url: str,
+        video: Clip | None,
+        audio: Clip | None = None,
+        chat: bool = False,
+        lower_offers: bool = False,
+    ):
         self.client = Client(url, None)  # the guide's client sends no auth: a guest
         self.clips = [c for c in (audio, video) if c is not None]
         self.chat = chat
+        self.lower_offers = lower_offers
+        self.channels: dict[str, Any] = {}
+        self.messages: list[tuple[str, str]] = []
         self.pcs: dict[str, RTCPeerConnection] = {}
         self.all_pcs: list[RTCPeerConnection] = []
         self.tracks: list[ReplayTrack] = []
@@ -63,7 +74,7 @@ class GuidePeer:
         sio = self.client.sio
         sio.on("offer", lambda data: self._spawn(self._on_offer(data)))
         sio.on("answer", lambda data: self._spawn(self._on_answer(data)))
-        sio.on("user-joined", lambda data: self._spawn(self.send_offer(data["userId"])))
+        sio.on("user-joined", lambda data: self._spawn(self.maybe_offer(data["userId"])))
         sio.on("user-left", self._on_user_left)
         sio.on("error", self._on_error)
         await self.client.connect()
@@ -91,8 +102,25 @@ class GuidePeer:
     async def join(self, room: str) -> dict[str, Any]:
         ack: dict[str, Any] = await self.client.call("join-room", room)
         for user in ack.get("existingUsers", []):  # useVideoChat: offer to everyone there
-            self._spawn(self.send_offer(user))
+            self._spawn(self.maybe_offer(user))
         return ack
+
+    async def maybe_offer(self, peer: str) -> None:
+        if not self.lower_offers or self.sid < peer:
+            await self.send_offer(peer)
+
+    def _chat(self, peer: str, channel: Any) -> None:
+        """The guide's createDataChannel / ondatachannel: messages kept by sender."""
+        self.channels[peer] = channel
+
+        @channel.on("message")
+        def on_message(message: str) -> None:
+            self.messages.append((peer, message))
+            self.changed.set()
+
+        @channel.on("open")
+        def on_open() -> None:
+            self.changed.set()
 
     def _new_pc(self, peer: str) -> RTCPeerConnection:
         pc = RTCPeerConnection(
@@ -128,7 +156,7 @@ class GuidePeer:
         try:
             pc = self._new_pc(peer)
             if self.chat:
-                pc.createDataChannel("chat")
+                self._chat(peer, pc.createDataChannel("chat"))
             await pc.setLocalDescription(await pc.createOffer())
             self._count(pc)
             offer = {"type": "offer", "sdp": pc.localDescription.sdp}
@@ -141,6 +169,7 @@ class GuidePeer:
             peer = data["from"]
             self.offers_from.append(peer)
             pc = self._new_pc(peer)
+            pc.on("datachannel", lambda channel: self._chat(peer, channel))
             await pc.setRemoteDescription(RTCSessionDescription(**data["offer"]))
             self.streams[id(pc)] = stream_ids(data["offer"]["sdp"])
             self._count(pc)

@@ -132,3 +132,33 @@ async def test_the_host_leaving_an_sfu_guide_room_closes_its_media(vp8_clip: Cli
         await until(guest.changed, lambda: any(e["event"] == "answer" for e in guest.errors))
         error = next(e for e in guest.errors if e["event"] == "answer")
         assert error["type"] == "answer-error" and error["code"] == "INVALID_PAYLOAD"
+
+
+async def test_the_guides_data_channel_chat_still_works_in_mesh_guide_rooms(
+    vp8_clip: Clip,
+) -> None:
+    async with inprocess_server(room_mode="auto") as server:  # GUIDE_ROOM_MODE: mesh
+        host = await GuidePeer(server.url, vp8_clip, chat=True, lower_offers=True).connect()
+        guest = await GuidePeer(server.url, vp8_clip, chat=True, lower_offers=True).connect()
+        try:
+            await host.create("talk")
+            await guest.join("talk")
+            offerer, answerer = sorted((host, guest), key=lambda p: p.sid)
+
+            def open_(peer: GuidePeer, other: GuidePeer) -> bool:
+                channel = peer.channels.get(other.sid)
+                return channel is not None and channel.readyState == "open"
+
+            await until(answerer.changed, lambda: open_(answerer, offerer))
+            await until(offerer.changed, lambda: open_(offerer, answerer))
+            offerer.channels[answerer.sid].send("hello")
+            answerer.channels[offerer.sid].send("hi")
+            await until(answerer.changed, lambda: (offerer.sid, "hello") in answerer.messages)
+            await until(offerer.changed, lambda: (answerer.sid, "hi") in offerer.messages)
+            # a real peer-to-peer call: the stream id is the browser's own, not a socket id
+            await until(offerer.changed, lambda: sum(offerer.frames(answerer.sid).values()) > 3)
+            assert offerer.errors == [] and answerer.errors == []
+            assert media_stats(server)["rooms"] == {}  # relayed: the SFU is not in it
+        finally:
+            await host.close()
+            await guest.close()
