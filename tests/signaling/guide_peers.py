@@ -113,14 +113,12 @@ class GuidePeer:
         """The guide's createDataChannel / ondatachannel: messages kept by sender."""
         self.channels[peer] = channel
 
-        @channel.on("message")
         def on_message(message: str) -> None:
             self.messages.append((peer, message))
             self.changed.set()
 
-        @channel.on("open")
-        def on_open() -> None:
-            self.changed.set()
+        channel.on("message", on_message)
+        channel.on("open", self.changed.set)
 
     def _new_pc(self, peer: str) -> RTCPeerConnection:
         pc = RTCPeerConnection(
