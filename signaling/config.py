@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-RoomMode = Literal["mesh", "sfu", "auto"]
+from signaling.domain import Policy
 
 
 class Settings(BaseSettings):
@@ -18,7 +18,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    room_mode: RoomMode = "auto"
+    room_mode: Policy = "auto"
     mesh_max: int = Field(default=3, ge=2, le=64)
     redis_url: str | None = None
     redis_prefix: str = "studycall"
