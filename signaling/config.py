@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     node_id: str | None = None
 
-    # Limits of PROTOCOL.md section 6.
+    # Limits of docs/protocol.md section 6.
     max_http_buffer_size: int = 1_000_000
     max_sdp_chars: int = 100_000
     max_room_id_chars: int = 100

@@ -1,4 +1,4 @@
-"""Malformed input at every client event (PROTOCOL.md section 6), property-based with hypothesis.
+"""Malformed input at every client event (docs/protocol.md section 6), property-based (hypothesis).
 
 Each test owns one in-process server and one set of clients, reused across hypothesis
 examples (examples cannot use function-scoped async fixtures), driven from a private event
@@ -221,7 +221,7 @@ class Spec:
 
 
 def specs(b_sid: str) -> dict[str, Spec]:
-    """Every client event of PROTOCOL.md with a valid payload and its fields' kinds."""
+    """Every client event of docs/protocol.md with a valid payload and its fields' kinds."""
     desc = {"type": "offer", "sdp": "v=0"}
     return {
         "video:join-room": Spec("video", {"roomId": "str"}, {"roomId": ROOM}),

@@ -1,4 +1,4 @@
-"""PROTOCOL.md through the official JS `socket.io-client` (tests/js/contract.mjs), by section.
+"""docs/protocol.md through the official JS `socket.io-client` (tests/js/contract.mjs), by section.
 
 One real `python -m signaling` process (API_KEY set, ROOM_MODE=mesh) serves every section;
 each section is its own `node` run so a failure names the part of the contract that broke.
