@@ -1,4 +1,4 @@
-"""The guide dialect (unprefixed events, PROTOCOL.md section 3): host-owned rooms, mesh
+"""The guide dialect (unprefixed events, docs/protocol.md section 3): host-owned rooms, mesh
 (relayed) or, with `GUIDE_ROOM_MODE=sfu`, carried by the SFU (`guide_media`)."""
 
 from __future__ import annotations

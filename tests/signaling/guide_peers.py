@@ -22,7 +22,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from benchmarks._media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
+from devtools.media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
 from tests.clients import Client
 from tests.sfu.peers import until
 

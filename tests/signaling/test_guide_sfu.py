@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from benchmarks._media import Clip
+from devtools.media import Clip
+from devtools.poll import poll_until
 from signaling.handlers.guide_media import media_room
 from signaling.media import DATA_CHANNELS_DECLINED
 from tests.clients import connected, http_json
 from tests.server import InProcess, inprocess_server
-from tests.sfu.peers import poll_until, until
+from tests.sfu.peers import until
 from tests.signaling.guide_peers import GuidePeer
 
 
@@ -124,7 +125,7 @@ async def test_the_host_leaving_an_sfu_guide_room_closes_its_media(vp8_clip: Cli
         await host.client.emit("leave-room")
         closed = await guest.client.next("room-closed")
         assert closed["reason"] == "host-left"
-        await poll_until(lambda: media_stats(server)["rooms"] == {})
+        await poll_until(lambda: media_stats(server)["rooms"] == {}, 10)
         # a bad description to the SFU is refused in the guide's error shape, never relayed
         await host.create("h2")
         await guest.join("h2")
