@@ -85,7 +85,7 @@ class ChatMessage(BaseModel):
 
 
 class Notification(BaseModel):
-    """A notification the application pushed for one user (PROTOCOL.md section 4)."""
+    """A notification the application pushed for one user (docs/protocol.md section 4)."""
 
     id: str = Field(default_factory=new_id)
     userId: str
@@ -210,6 +210,10 @@ class GuideRoom(Record):
     host: str
     members: list[GuideMember] = Field(default_factory=list)
     createdAt: str = Field(default_factory=now_iso)
+    mode: Topology = "mesh"
+    """Fixed at creation (`GUIDE_ROOM_MODE`): the guide's clients know no switch."""
+    mediaNode: str | None = None
+    """The node whose SFU carries the room's media, when it is sfu."""
 
     @property
     def socket_ids(self) -> list[str]:
@@ -234,7 +238,7 @@ class GuideRoom(Record):
             "name": self.id,
             "kind": "guide",
             "userCount": len(self.members),
-            "mode": "mesh",
+            "mode": self.mode,
             "createdAt": self.createdAt,
         }
 

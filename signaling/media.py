@@ -62,6 +62,26 @@ DATA_CHANNELS_DECLINED = (
 
 
 @dataclass(frozen=True)
+class Dialect:
+    """How the SFU's words reach the clients of one kind of room: video rooms (`video:`
+    events, the default) or another kind that registered with `MediaRouter.speak`."""
+
+    owns: Callable[[str], bool]
+    """Whether a media room id is one of this dialect's rooms."""
+    prefix: str
+    """Event names are ``prefix`` + offer / answer / ice-candidate / join-room."""
+    still_wanted: Callable[[str, str], Awaitable[bool]]
+    replaced: Callable[[str, str, str], Awaitable[None]] | None = None
+    """``(room_id, sid, peer)``, before the SFU offers ``sid`` a connection to ``peer`` in
+    place of one it still holds: the client is made to close the old one (a documents'
+    client keeps it otherwise, and its stale `failed` handler later drops the new one)."""
+
+    def event(self, name: str) -> str:
+        """``name``: offer, answer, ice-candidate or join-room."""
+        return self.prefix + name
+
+
+@dataclass(frozen=True)
 class Seat:
     """How a participant takes part in its sfu room's media."""
 
@@ -97,10 +117,12 @@ class MediaRouter:
         self,
         hub: Hub,
         still_wanted: Callable[[str, str], Awaitable[bool]],
-        call_of: Callable[[str], Awaitable[str | None]],
+        replaced: Callable[[str, str, str], Awaitable[None]] | None = None,
+        call_of: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         """`still_wanted(room_id, sid)`: whether the participant still belongs to an sfu room;
-        `call_of(room_id)`: the room's current call id (None: no such room)."""
+        `replaced`: see `Dialect.replaced` (video rooms); `call_of(room_id)`: the room's
+        current call id (None: no such room), see `close_room`."""
         self.hub = hub
         self.still_wanted = still_wanted
         self.call_of = call_of
@@ -109,6 +131,8 @@ class MediaRouter:
         self.bus = StoreBus(hub.store) if hub.store.shared and self.port is not None else None
         self._seats: dict[tuple[str, str], Seat] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # sid -> (in a row, last at)
+        self._video = Dialect(lambda _: True, "video:", still_wanted, replaced)
+        self._dialects: list[Dialect] = []
         if self.port is not None:
             self.port.on_event = self._on_event
             if self.bus is not None:
@@ -126,6 +150,13 @@ class MediaRouter:
     @property
     def available(self) -> bool:
         return self.port is not None
+
+    def speak(self, dialect: Dialect) -> None:
+        """The SFU's offers and answers for ``dialect``'s rooms go out as its events."""
+        self._dialects.append(dialect)
+
+    def _dialect(self, room_id: str) -> Dialect:
+        return next((d for d in self._dialects if d.owns(room_id)), self._video)
 
     def seated(self, room_id: str, sid: str) -> bool:
         """Whether this node runs ``sid``'s media in ``room_id`` (the room is sfu)."""
@@ -163,9 +194,10 @@ class MediaRouter:
         if not isinstance(reply, Answered):
             raise InvalidPayload("the SFU did not answer this offer")
         answer = {"type": "answer", "sdp": reply.sdp}
-        await self.hub.emit("video:answer", {"from": peer, "answer": answer}, to=sid)
+        dialect = self._dialect(room_id)
+        await self.hub.emit(dialect.event("answer"), {"from": peer, "answer": answer}, to=sid)
         if reply.declined:
-            error = error_event(InvalidPayload(DATA_CHANNELS_DECLINED), "video:offer")
+            error = error_event(InvalidPayload(DATA_CHANNELS_DECLINED), dialect.event("offer"))
             await self.hub.emit("error", error, to=sid)
 
     async def answer(self, room_id: str, sid: str, peer: str, sdp: str) -> None:
@@ -179,7 +211,7 @@ class MediaRouter:
     async def screen_share(self, room_id: str, sid: str, sharing: bool) -> None:
         await self._call(Screen(room_id, sid, sharing))
 
-    async def close_room(self, room_id: str, call: str) -> None:
+    async def close_room(self, room_id: str, call: str | None = None) -> None:
         """The room's media ends on every node, once (closed, emptied, or back to mesh).
 
         ``call`` is the call that ends: a node that already holds the next call of the same
@@ -245,7 +277,9 @@ class MediaRouter:
             if isinstance(sid, str) and sid in self.hub.conns:
                 await self._leave_here(room, sid)
         elif kind == "room-close" and isinstance(room, str):
-            if await self.call_of(room) in (None, message.get("call")):
+            call = message.get("call")
+            current = await self.call_of(room) if call and self.call_of is not None else None
+            if current in (None, call):
                 await self._close_here(room)
         else:
             await self.port.on_bus(message)
@@ -255,12 +289,14 @@ class MediaRouter:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
                 continue
             sid, mesh = item[0], bool(item[1])
-            if sid not in self.hub.conns or not await self.still_wanted(room_id, sid):
+            wanted = self._dialect(room_id).still_wanted
+            if sid not in self.hub.conns or not await wanted(room_id, sid):
                 continue
             try:
                 await self.join(room_id, sid, Seat.fresh(mesh))
             except InvalidPayload as exc:
-                await self.hub.emit("error", error_event(exc, "video:join-room"), to=sid)
+                event = self._dialect(room_id).event("join-room")
+                await self.hub.emit("error", error_event(exc, event), to=sid)
 
     # -- what the plane says --------------------------------------------------------------
 
@@ -269,9 +305,13 @@ class MediaRouter:
         if isinstance(event, OfferToClient):
             # A renegotiation started before the room went back to mesh must not reach
             # the client after `video:mode-changed`.
-            if await self.still_wanted(room_id, sid):
+            dialect = self._dialect(room_id)
+            if await dialect.still_wanted(room_id, sid):
+                if event.replaces and dialect.replaced is not None:
+                    await dialect.replaced(room_id, sid, event.peer)
                 offer = {"type": "offer", "sdp": event.sdp}
-                await self.hub.emit("video:offer", {"from": event.peer, "offer": offer}, to=sid)
+                payload = {"from": event.peer, "offer": offer}
+                await self.hub.emit(dialect.event("offer"), payload, to=sid)
         elif isinstance(event, MediaLost):
             await self._lost(room_id, sid, event.reason)
 
@@ -300,7 +340,7 @@ class MediaRouter:
     async def _rejoin(self, room_id: str, sid: str, delay: float) -> None:
         await asyncio.sleep(delay)  # the back-off itself
         seat = self._seats.get((room_id, sid))
-        if seat is not None and await self.still_wanted(room_id, sid):
+        if seat is not None and await self._dialect(room_id).still_wanted(room_id, sid):
             # A fresh connection to everyone: the old ones went with the lost media.
             fresh = Seat(seat.mesh, seat.offers_to_newcomers, offer_existing=True)
             await self.join(room_id, sid, fresh)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from signaling.domain import ChatMessage, ModeChange, Participant, VideoRoom, check_room_claim
+from signaling.domain import (
+    ChatMessage,
+    ModeChange,
+    Participant,
+    Policy,
+    VideoRoom,
+    check_room_claim,
+)
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
 from signaling.history import History, utcnow
 from signaling.history.base import parse_iso
@@ -38,7 +45,7 @@ class VideoRooms:
         self.hub = hub
         self.store = hub.store
         self.history = history
-        self.media = MediaRouter(hub, self._wants_media, self._call_of)
+        self.media = MediaRouter(hub, self._wants_media, self._peer_replaced, self._call_of)
         on = hub.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
         on("video:leave-room", model_parser(RoomRef))(self.leave_room)
@@ -75,7 +82,7 @@ class VideoRooms:
         study_id: str | None = None,
         *,
         participant: Participant | None = None,
-        policy: str | None = None,
+        policy: Policy | None = None,
         sfu: bool = False,
     ) -> dict[str, Any]:
         """Puts a socket in a room and tells everyone; used by joins and by pairing."""
@@ -94,7 +101,7 @@ class VideoRooms:
             opened = slot.value is None
             room = slot.value or VideoRoom.open(
                 room_id,
-                policy or settings.room_mode,  # type: ignore[arg-type]
+                policy or settings.room_mode,
                 settings.mesh_max,
                 study_id,
             )
@@ -305,6 +312,17 @@ class VideoRooms:
         (current,) = await self.store.get_index(SOCKET_ROOM, sid)
         room = await self.store.load(VideoRoom, room_id) if current == room_id else None
         return room is not None and room.mode == "sfu" and sid in room.participants
+
+    async def _peer_replaced(self, room_id: str, sid: str, peer: str) -> None:
+        """The SFU offers mesh client ``sid`` a fresh connection to ``peer`` (its upload
+        moves there): shown as ``peer`` leaving and joining again, the documents' client
+        closes the connection it holds (it would keep it, and that connection's stale
+        `failed` handler would later take the new one out of its map)."""
+        room = await self.store.load(VideoRoom, room_id)
+        p = room.participants.get(peer) if room is not None else None
+        if p is not None:
+            await self._emit_left(p, sid)
+            await self._emit_joined(p, sid)
 
     async def _call_of(self, room_id: str) -> str | None:
         """The room's current call (a room closed on one node and opened again is another)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from tests.clients import Client, http_json
 from tests.multinode.cluster import rooms_of, two_nodes
 from tests.server import ServerProcess

@@ -15,7 +15,8 @@ from typing import Any, Literal, Protocol
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from benchmarks._media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
+from devtools.media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
+from devtools.poll import poll_until
 from sfu._aiortc import COUNTERS
 
 TIMEOUT = 10.0
@@ -53,24 +54,11 @@ async def until(event: asyncio.Event, pred: Callable[[], bool], timeout: float =
     await asyncio.wait_for(loop(), timeout)
 
 
-async def poll_until(pred: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Bounded wait for a condition no single event announces (checked every 20 ms)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
 async def settle_tasks(baseline: int, timeout: float = TIMEOUT) -> int:
-    """Wait (bounded) for the loop's task count to fall back to ``baseline``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        count = len(asyncio.all_tasks())
-        if count <= baseline or asyncio.get_running_loop().time() > deadline:
-            return count
-        await asyncio.sleep(0.02)
+    """Wait (bounded) for the loop's task count to fall back to ``baseline``; the count."""
+    with contextlib.suppress(TimeoutError):
+        await poll_until(lambda: len(asyncio.all_tasks()) <= baseline, timeout)
+    return len(asyncio.all_tasks())
 
 
 Mode = Literal["fill", "add-first", "none"]
@@ -295,6 +283,8 @@ class MeshPeer:
         self.received: dict[str, list[Received]] = {}
         self.offers: dict[str, list[str]] = {}
         self.answers: dict[str, list[str]] = {}
+        self.kinds: list[tuple[str, str]] = []
+        """(peer, "offer" | "reoffer") of every offer the SFU made as a peer."""
         self.changed = asyncio.Event()
         self.errors: list[BaseException] = []
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
@@ -310,7 +300,8 @@ class MeshPeer:
         )
 
     async def sink(self, peer: str, kind: str, payload: dict[str, Any] | None) -> None:
-        if kind == "offer" and payload is not None:
+        if kind in ("offer", "reoffer") and payload is not None:
+            self.kinds.append((peer, kind))
             self._inbox.put_nowait((peer, payload))
 
     def _new_pc(self, peer: str) -> RTCPeerConnection:
