@@ -86,6 +86,7 @@ class WorkerPool:
         self._next = itertools.count()
         self._closing = False
         metrics.register(self)
+        metrics.register_workers(self)
 
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers))
@@ -252,6 +253,9 @@ class WorkerPool:
             len(lost),
         )
         dead_pipe = worker.pipe
+        fresh = Worker(worker.index, self)
+        fresh.restarts = worker.restarts + 1
+        self.workers[worker.index] = fresh  # "restarting": placement skips it until it is up
         for room, who in lost:
             self._forget((room, who))
             for host in self._hosts(room):
@@ -262,17 +266,31 @@ class WorkerPool:
             for other, home in members.items():
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await home.call(Unpipe(room, other, dead_pipe))
-        fresh = Worker(worker.index, self)
-        fresh.restarts = worker.restarts + 1
-        self.workers[worker.index] = fresh
-        try:
-            await fresh.start()
-        except Exception:
-            logger.exception("media worker %d did not come back", worker.index)
         for room in {room for room, _ in lost}:
             await self._say_hosting(room)
+        # Told before the restart: signaling offers them a fresh connection on a live worker
+        # at once, not after a process start.
         for room, who in lost:
             await self.on_event(MediaLost(room, who, "failed"))
+        await self._restart(worker.index)
+
+    async def _restart(self, index: int) -> None:
+        """Starts the worker at ``index`` again, backing off while it fails to start."""
+        delay = 0.5
+        while not self._closing:
+            fresh = self.workers[index]
+            assert isinstance(fresh, Worker)
+            try:
+                await fresh.start()
+                return
+            except Exception:
+                logger.exception("media worker %d did not come back; retrying", index)
+                await fresh.stop()
+                again = Worker(index, self)
+                again.restarts = fresh.restarts
+                self.workers[index] = again
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     # ------------------------------------------------------------------ other nodes
 
@@ -390,7 +408,12 @@ class WorkerPool:
                     merged[key] = merged.get(key, 0) + value
             for key in total:
                 total[key] += stats.get("total", {}).get(key, 0)
-        return {"rooms": rooms, "total": total, "workers": [w.status() for w in self.workers]}
+        return {"rooms": rooms, "total": total, "workers": self.worker_status()}
+
+    def worker_status(self) -> list[dict[str, Any]]:
+        """Each worker: index, pid, state, participants, peer connections, forwarded
+        packets/s, CPU, pipes (what /health, /metrics and Prometheus show)."""
+        return [w.status() for w in self.workers]
 
     def counters(self) -> dict[str, dict[str, int]]:
         if isinstance(self.workers[0], InlineWorker):
