@@ -84,6 +84,8 @@ class WorkerPool:
         self._far_pipes: dict[str, dict[str, set[Address]]] = {}
         """room -> node -> the pipes of its workers that host the room."""
         self._next = itertools.count()
+        self._lost: set[tuple[str, str]] = set()
+        """Participants whose worker died, until they join again or leave."""
         self._closing = False
         metrics.register(self)
         metrics.register_workers(self)
@@ -96,15 +98,22 @@ class WorkerPool:
     async def run(self, command: Command) -> Reply:
         try:
             return await self._run(command)
-        except (WorkerGone, TimeoutError) as exc:
+        except WorkerGone as exc:
+            logger.info("media command %s: %s", command.name, exc)
+            if isinstance(command, Offer):
+                return Refused("the media server restarted; offer again")
+            # What it said belonged to the connection that died; a fresh one is offered.
+            return Done()
+        except TimeoutError as exc:
             logger.warning("media command %s: %s", command.name, exc)
-            return Refused("the media server restarted; the connection will be offered again")
+            return Refused("the media server did not answer in time")
 
     async def _run(self, command: Command) -> Reply:
         room, who = command.room, command.participant
         if isinstance(command, Join | JoinMesh):
             return await self._join(command)
         if isinstance(command, CloseRoom):
+            self._lost = {key for key in self._lost if key[0] != room}
             for host in set(self._rooms.pop(room, {}).values()):
                 await host.call(command)
             for key in [k for k in self._where if k[0] == room]:
@@ -114,6 +123,10 @@ class WorkerPool:
             return Done()
         worker = self._where.get((room, who))
         if worker is None:
+            if (room, who) in self._lost and not isinstance(command, Offer):
+                if isinstance(command, Leave):
+                    self._lost.discard((room, who))
+                return Done()  # its worker died: a fresh connection is on its way
             return Refused(f"{who!r} is not in media room {room!r}")
         if isinstance(command, Leave):
             return await self._leave(worker, room, who)
@@ -146,6 +159,7 @@ class WorkerPool:
 
     async def _join(self, command: Join | JoinMesh) -> Reply:
         room, who = command.room, command.participant
+        self._lost.discard((room, who))
         old = self._where.get((room, who))
         if old is not None:
             await self._leave(old, room, who)
@@ -258,6 +272,7 @@ class WorkerPool:
         self.workers[worker.index] = fresh  # "restarting": placement skips it until it is up
         for room, who in lost:
             self._forget((room, who))
+            self._lost.add((room, who))
             for host in self._hosts(room):
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await host.call(RemoteLeave(room, who))

@@ -204,14 +204,23 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back_on_a_
         two_workers() as server,
         room_of_four(server, vp8_clip, opus_clip) as callers,
     ):
-        for caller in callers:
-            await caller.wait_frames("video", [o.id for o in callers if o is not caller])
+        for caller in callers:  # a second of frames before the kill: the baseline below
+            await caller.wait_frames("video", [o.id for o in callers if o is not caller], n=30)
         before = await workers_of(server)
         victim = before[1]
         # spread placement: the 1st and 3rd joiners on worker 0, the 2nd and 4th on 1
         gone, kept = callers[1::2], callers[0::2]
         killed_at = time.monotonic()
         os.kill(victim["pid"], signal.SIGKILL)
+        # What a browser may still say about the connection it is losing: no error for it.
+        for caller in gone:
+            await caller.client.emit("video:ice-candidate", {"to": "sfu", "candidate": None})
+        for _ in range(100):  # once the server has noticed the death, say it again
+            if (await workers_of(server))[1]["state"] != "up":
+                break
+            await asyncio.sleep(0.05)
+        for caller in gone:
+            await caller.client.emit("video:ice-candidate", {"to": "sfu", "candidate": None})
 
         for caller in gone:
             await poll_until(caller.moved, timeout=FRESH_OFFER_S + 5)
@@ -224,12 +233,18 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back_on_a_
             await caller.wait_frames("video", others, n=5, since=killed_at + 0.5)
             await caller.wait_frames("audio", others, n=5, since=killed_at + 0.5)
         recovered_at = time.monotonic()
-        # The survivors' streams to each other never stopped for longer than a keyframe.
+        # The survivors' streams to each other never stopped for longer than a keyframe
+        # interval (or than the same stream paused over as long a window before the kill,
+        # should the shared machine make that longer).
         for caller in kept:
             for other in kept:
                 if other is not caller:
-                    gap = max_gap(caller.arrivals("video", other.id), killed_at, recovered_at)
-                    assert gap < MAX_GAP_S, (caller.name, other.name, gap)
+                    times = caller.arrivals("video", other.id)
+                    window = recovered_at - killed_at
+                    before_gap = max_gap(times, max(times[0], killed_at - window), killed_at)
+                    gap = max_gap(times, killed_at, recovered_at)
+                    bound = max(MAX_GAP_S, 2 * before_gap)
+                    assert gap < bound, (caller.name, other.name, gap, before_gap)
         # The dead worker came back (a new process) and took nobody back by itself.
         for _ in range(100):
             after = await workers_of(server)
