@@ -113,7 +113,12 @@ class Participant:
             self._offers.put_nowait(message["offer"])
 
     async def join(self, room: str) -> None:
-        await self.sio.connect(self.url, auth={"userId": self.name}, transports=["websocket"])
+        await self.sio.connect(
+            self.url,
+            auth={"userId": self.name},
+            transports=["websocket"],
+            wait_timeout=JOIN_TIMEOUT,
+        )
         self._task = asyncio.create_task(self._answer_offers())
         ack = await self.sio.call(
             "video:join-room", {"roomId": room, "sfu": True}, timeout=JOIN_TIMEOUT
