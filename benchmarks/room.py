@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import sys
 import time
@@ -481,6 +482,10 @@ def serve(mode: str) -> None:
 
 
 async def _main(args: argparse.Namespace) -> list[Row]:
+    # SIGTERM cancels the run, so that each case's servers are stopped on the way out.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     clips = {
         "video": packetize(
             encode_vp8_clip(width=640, height=480, fps=30, seconds=4.0, bitrate=1_000_000)
