@@ -34,7 +34,7 @@ from signaling.errors import (
 )
 from signaling.models import Limits
 from signaling.ratelimit import TokenBucket
-from signaling.store import MemoryStore, Store
+from signaling.store import MemoryStore, Store, StoreError
 
 if TYPE_CHECKING:
     from sfu.commands import Command, Event, Reply
@@ -288,6 +288,9 @@ class Hub:
                     return await handler(conn, payload)
                 except SignalingError as exc:
                     return await self._refuse(conn, event, exc, ack_error, acked)
+                except StoreError as exc:  # storage, not the client: INTERNAL, may try again
+                    busy = SignalingError(exc.message, ErrorCode.INTERNAL)
+                    return await self._refuse(conn, event, busy, ack_error, acked)
                 except Exception:
                     log.exception("handler for %s failed", event)
                     internal = SignalingError("internal error", ErrorCode.INTERNAL)
