@@ -21,10 +21,11 @@ from typing import Any
 import psutil
 import pytest
 
-from benchmarks._media import Clip
+from devtools.media import Clip
+from devtools.poll import poll_until
 from tests.clients import Client, http_json
 from tests.server import ServerProcess, inprocess_server, running_server
-from tests.sfu.peers import PeerClient, poll_until
+from tests.sfu.peers import PeerClient
 
 ROOM = "workers"
 FRESH_OFFER_S = 5.0

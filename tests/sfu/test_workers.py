@@ -13,11 +13,12 @@ import psutil
 import pytest
 
 from devtools.media import Clip
+from devtools.poll import poll_until
 from sfu.commands import Answer, Candidate, Event, Join, Leave, MediaLost, OfferToClient, Refused
 from sfu.pool import WorkerPool
 from sfu.workers import PoolConfig
 
-from .peers import PeerClient, poll_until, until
+from .peers import PeerClient, until
 
 ROOM = "spread"
 pytestmark = pytest.mark.timeout(90)
