@@ -164,6 +164,9 @@ class OfferToClient(Event):
 
     peer: str = "sfu"
     sdp: str = ""
+    replaces: bool = False
+    """A mesh client's fresh connection to ``peer`` in place of one it still holds (its
+    upload moved): clients written from the documents must drop the old one first."""
     name: ClassVar[str] = "offer-to-client"
 
 

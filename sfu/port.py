@@ -120,8 +120,9 @@ class LocalMedia:
         self, room: str, who: str
     ) -> Callable[[str, str, dict[str, Any] | None], Awaitable[None]]:
         async def sink(peer: str, kind: str, payload: dict[str, Any] | None) -> None:
-            if kind == "offer" and payload is not None:
-                await self.on_event(OfferToClient(room, who, peer, payload["sdp"]))
+            if kind in ("offer", "reoffer") and payload is not None:
+                replaces = kind == "reoffer"
+                await self.on_event(OfferToClient(room, who, peer, payload["sdp"], replaces))
 
         return sink
 

@@ -21,12 +21,12 @@ APP_KEY = web.AppKey("application", object)
 
 
 def build_media(settings: Settings) -> MediaPortLike | None:
-    """The SFU runs where a room may become sfu: modes `sfu` and `auto`.
+    """The SFU runs where a room may become sfu: modes `sfu` and `auto`, or sfu guide rooms.
 
     `MEDIA_WORKERS` processes share the peer connections (one runs in this process, with
     no extra process); a room that outgrows a worker spans several, joined by pipes.
     """
-    if settings.room_mode == "mesh":
+    if settings.room_mode == "mesh" and settings.guide_room_mode == "mesh":
         return None
     from sfu import MediaConfig, PoolConfig, WorkerPool
 

@@ -226,6 +226,10 @@ class GuideRoom(Record):
     host: str
     members: list[GuideMember] = Field(default_factory=list)
     createdAt: str = Field(default_factory=now_iso)
+    mode: Topology = "mesh"
+    """Fixed at creation (`GUIDE_ROOM_MODE`): the guide's clients know no switch."""
+    mediaNode: str | None = None
+    """The node whose SFU carries the room's media, when it is sfu."""
 
     @property
     def socket_ids(self) -> list[str]:
@@ -250,7 +254,7 @@ class GuideRoom(Record):
             "name": self.id,
             "kind": "guide",
             "userCount": len(self.members),
-            "mode": "mesh",
+            "mode": self.mode,
             "createdAt": self.createdAt,
         }
 

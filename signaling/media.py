@@ -55,6 +55,25 @@ EVENT_OF_OP = {"offer": "video:offer", "answer": "video:answer", "candidate": "v
 
 
 @dataclass(frozen=True)
+class Dialect:
+    """How the SFU's words reach the clients of one kind of room: video rooms (`video:`
+    events, the default) or another kind that registered with `MediaRouter.speak`."""
+
+    owns: Callable[[str], bool]
+    """Whether a media room id is one of this dialect's rooms."""
+    prefix: str
+    """Event names are ``prefix`` + offer / answer / ice-candidate / join-room."""
+    still_wanted: Callable[[str, str], Awaitable[bool]]
+    replaced: Callable[[str, str, str], Awaitable[None]] | None = None
+    """``(room_id, sid, peer)``, before the SFU offers ``sid`` a connection to ``peer`` in
+    place of one it still holds: the client is made to close the old one (a documents'
+    client keeps it otherwise, and its stale `failed` handler later drops the new one)."""
+
+    def event(self, op: str) -> str:
+        return self.prefix + EVENT_OF_OP.get(op, "video:join-room").removeprefix("video:")
+
+
+@dataclass(frozen=True)
 class Seat:
     """How a participant takes part in its sfu room's media."""
 
@@ -85,14 +104,22 @@ class Seat:
 
 
 class MediaRouter:
-    def __init__(self, hub: Hub, still_wanted: Callable[[str, str], Awaitable[bool]]) -> None:
-        """`still_wanted(room_id, sid)`: whether the participant still belongs to an sfu room."""
+    def __init__(
+        self,
+        hub: Hub,
+        still_wanted: Callable[[str, str], Awaitable[bool]],
+        replaced: Callable[[str, str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        """`still_wanted(room_id, sid)`: whether the participant still belongs to an sfu room;
+        `replaced`: see `Dialect.replaced` (video rooms)."""
         self.hub = hub
         self.still_wanted = still_wanted
         self.port = hub.media
         self.channel = f"media:{hub.node_id}"
         self._seats: dict[tuple[str, str], Seat] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # sid -> (in a row, last at)
+        self._video = Dialect(lambda _: True, "video:", still_wanted, replaced)
+        self._dialects: list[Dialect] = []
         if self.port is not None:
             self.port.on_event = self._on_event
         hub.on_start_hooks.append(self.start)
@@ -105,6 +132,13 @@ class MediaRouter:
     @property
     def available(self) -> bool:
         return self.port is not None
+
+    def speak(self, dialect: Dialect) -> None:
+        """The SFU's offers and answers for ``dialect``'s rooms go out as its events."""
+        self._dialects.append(dialect)
+
+    def _dialect(self, room_id: str) -> Dialect:
+        return next((d for d in self._dialects if d.owns(room_id)), self._video)
 
     async def join(self, node: str, room_id: str, sid: str, seat: Seat | None = None) -> None:
         await self._route(node, "join", room_id, sid, (seat or Seat()).wire())
@@ -144,7 +178,7 @@ class MediaRouter:
         try:
             await self._run(command["op"], command["room"], sid, command["data"])
         except InvalidPayload as exc:
-            event = EVENT_OF_OP.get(command["op"], "video:join-room")
+            event = self._dialect(command["room"]).event(command["op"])
             await self.hub.emit("error", error_event(exc, event), to=sid)
         except Exception:
             log.exception("media command %s failed", command["op"])
@@ -184,9 +218,10 @@ class MediaRouter:
         if not isinstance(reply, Answered):
             raise InvalidPayload("the SFU did not answer this offer")
         answer = {"type": "answer", "sdp": reply.sdp}
-        await self.hub.emit("video:answer", {"from": peer, "answer": answer}, to=sid)
+        dialect = self._dialect(room_id)
+        await self.hub.emit(dialect.event("answer"), {"from": peer, "answer": answer}, to=sid)
         if reply.declined:
-            error = error_event(InvalidPayload(DATA_CHANNELS_DECLINED), "video:offer")
+            error = error_event(InvalidPayload(DATA_CHANNELS_DECLINED), dialect.event("offer"))
             await self.hub.emit("error", error, to=sid)
 
     # -- what the plane says --------------------------------------------------------------
@@ -196,9 +231,13 @@ class MediaRouter:
         if isinstance(event, OfferToClient):
             # A renegotiation started before the room went back to mesh must not reach
             # the client after `video:mode-changed`.
-            if await self.still_wanted(room_id, sid):
+            dialect = self._dialect(room_id)
+            if await dialect.still_wanted(room_id, sid):
+                if event.replaces and dialect.replaced is not None:
+                    await dialect.replaced(room_id, sid, event.peer)
                 offer = {"type": "offer", "sdp": event.sdp}
-                await self.hub.emit("video:offer", {"from": event.peer, "offer": offer}, to=sid)
+                payload = {"from": event.peer, "offer": offer}
+                await self.hub.emit(dialect.event("offer"), payload, to=sid)
         elif isinstance(event, MediaLost):
             await self._lost(room_id, sid, event.reason)
 

@@ -16,7 +16,7 @@ class Handlers:
 
     def __init__(self, hub: Hub, history: History) -> None:
         self.video = VideoRooms(hub, history)
-        self.guide = GuideRooms(hub)
+        self.guide = GuideRooms(hub, self.video.media)
         self.studies = Studies(hub, history)
         self.notifications = Notifications(hub, history)
         self.pairing = Pairing(hub, self.video)

@@ -1,4 +1,5 @@
-"""The guide dialect (unprefixed events, docs/protocol.md section 3): host-owned mesh rooms."""
+"""The guide dialect (unprefixed events, docs/protocol.md section 3): host-owned rooms, mesh
+(relayed) or, with `GUIDE_ROOM_MODE=sfu`, carried by the SFU (`guide_media`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import orjson
 
 from signaling.domain import GuideMember, GuideRoom, check_room_claim, now_iso
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom, guide_ack
+from signaling.handlers.guide_media import SOCKET_ROOM, GuideMedia
 from signaling.hub import Conn, Hub, model_parser
+from signaling.media import MediaRouter
 from signaling.metrics import RELAYED, ROOM_JOINS
 from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer
 
-SOCKET_ROOM = "guide-sock"
+__all__ = ["SOCKET_ROOM", "GuideRooms"]
 
 
 class GuideRooms:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, media: MediaRouter) -> None:
         self.hub = hub
         self.store = hub.store
+        self.media = GuideMedia(hub, media)
         hub.on("create-room", self._room_id, ack_error=guide_ack)(self.create)
         hub.on("join-room", self._room_id, ack_error=guide_ack)(self.join)
         hub.on("leave-room", lambda _: None)(self.leave_room)
@@ -44,15 +48,20 @@ class GuideRooms:
 
     async def create(self, conn: Conn, room_id: str) -> dict[str, Any]:
         await self._admit(conn, room_id)
+        node = self.media.node_for_new_room()
         async with self.store.edit(GuideRoom, room_id) as slot:
             if slot.value is not None:
                 raise InvalidPayload("room already exists")
-            slot.value = GuideRoom(
+            room = slot.value = GuideRoom(
                 id=room_id,
                 host=conn.sid,
                 members=[GuideMember(socketId=conn.sid, node=self.hub.node_id)],
+                mode="mesh" if node is None else "sfu",
+                mediaNode=node,
             )
         await self.store.set_index(SOCKET_ROOM, conn.sid, room_id)
+        if room.mediaNode is not None:
+            await self.media.opened(room)
         ROOM_JOINS.labels("guide").inc()
         return {"success": True, "roomId": room_id}
 
@@ -68,6 +77,8 @@ class GuideRooms:
             )
         await self.store.set_index(SOCKET_ROOM, conn.sid, room_id)
         ROOM_JOINS.labels("guide").inc()
+        if room.mediaNode is not None:  # the others offer to it on `user-joined`, it on the ack
+            await self.media.join(room, conn.sid)
         await self.hub.emit(
             "user-joined", {"userId": conn.sid, "timestamp": now_iso()}, to=existing
         )
@@ -89,6 +100,11 @@ class GuideRooms:
         await self.store.set_index(SOCKET_ROOM, sid, None)
         if room is None:
             return
+        if room.mediaNode is not None:
+            if room.host == sid or not room.members:
+                await self.media.closed(room)
+            else:
+                await self.media.leave(room, sid)
         others = room.socket_ids
         if room.host == sid:
             for other in others:
@@ -113,6 +129,8 @@ class GuideRooms:
             return False
         for sid in room.socket_ids:
             await self.store.set_index(SOCKET_ROOM, sid, None)
+        if room.mediaNode is not None:
+            await self.media.closed(room)
         await self.hub.emit(
             "room-closed",
             {"reason": reason, "message": "The room was closed", "timestamp": now_iso()},
@@ -125,6 +143,10 @@ class GuideRooms:
 
     async def purge_node(self, node_id: str) -> None:
         for room in await self.store.load_all(GuideRoom):
+            if room.mediaNode == node_id:
+                # Its media went with the node; the guide's clients know no way to move it.
+                await self.close_room(room.id, "closed-by-server")
+                continue
             for member in room.members:
                 if member.node == node_id:
                     await self.leave(member.socketId, room.id)
@@ -141,6 +163,10 @@ class GuideRooms:
             raise NotInRoom("join a room first")
         if theirs != mine:
             raise NotFound("no such user in your room")
+        node = await self.media.node_of(mine)
+        if node is not None:
+            await self.media.signal(node, mine, conn.sid, event, target, value)
+            return
         RELAYED.labels(event).inc()
         await self.hub.emit(event, {"from": conn.sid, key: value}, to=target)
 

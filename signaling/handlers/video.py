@@ -46,7 +46,7 @@ class VideoRooms:
         self.hub = hub
         self.store = hub.store
         self.history = history
-        self.media = MediaRouter(hub, self._wants_media)
+        self.media = MediaRouter(hub, self._wants_media, self._peer_replaced)
         on = hub.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
         on("video:leave-room", model_parser(RoomRef))(self.leave_room)
@@ -336,6 +336,17 @@ class VideoRooms:
         (current,) = await self.store.get_index(SOCKET_ROOM, sid)
         room = await self.store.load(VideoRoom, room_id) if current == room_id else None
         return room is not None and room.mode == "sfu" and room.mediaNode == self.hub.node_id
+
+    async def _peer_replaced(self, room_id: str, sid: str, peer: str) -> None:
+        """The SFU offers mesh client ``sid`` a fresh connection to ``peer`` (its upload
+        moves there): shown as ``peer`` leaving and joining again, the documents' client
+        closes the connection it holds (it would keep it, and that connection's stale
+        `failed` handler would later take the new one out of its map)."""
+        room = await self.store.load(VideoRoom, room_id)
+        p = room.participants.get(peer) if room is not None else None
+        if p is not None:
+            await self._emit_left(p, sid)
+            await self._emit_joined(p, sid)
 
     # -- signals ---------------------------------------------------------------------------------
 
