@@ -88,8 +88,11 @@ class WorkerPool:
         self._far_pipes: dict[str, dict[str, set[Address]]] = {}
         """room -> node -> the pipes of its workers that host the room."""
         self._next = itertools.count()
+        self._lost: set[tuple[str, str]] = set()
+        """Participants whose worker died, until they join again or leave."""
         self._closing = False
         metrics.register(self)
+        metrics.register_workers(self)
 
     def use_bus(self, node: str, bus: Bus) -> None:
         """Rooms span nodes: this pool is ``node`` on ``bus`` (before `start`)."""
@@ -105,15 +108,22 @@ class WorkerPool:
     async def run(self, command: Command) -> Reply:
         try:
             return await self._run(command)
-        except (WorkerGone, TimeoutError) as exc:
+        except WorkerGone as exc:
+            logger.info("media command %s: %s", command.name, exc)
+            if isinstance(command, Offer):
+                return Refused("the media server restarted; offer again")
+            # What it said belonged to the connection that died; a fresh one is offered.
+            return Done()
+        except TimeoutError as exc:
             logger.warning("media command %s: %s", command.name, exc)
-            return Refused("the media server restarted; the connection will be offered again")
+            return Refused("the media server did not answer in time")
 
     async def _run(self, command: Command) -> Reply:
         room, who = command.room, command.participant
         if isinstance(command, Join | JoinMesh):
             return await self._join(command)
         if isinstance(command, CloseRoom):
+            self._lost = {key for key in self._lost if key[0] != room}
             for host in set(self._rooms.pop(room, {}).values()):
                 await host.call(command)
             for key in [k for k in self._where if k[0] == room]:
@@ -123,6 +133,10 @@ class WorkerPool:
             return Done()
         worker = self._where.get((room, who))
         if worker is None:
+            if (room, who) in self._lost and not isinstance(command, Offer):
+                if isinstance(command, Leave):
+                    self._lost.discard((room, who))
+                return Done()  # its worker died: a fresh connection is on its way
             return Refused(f"{who!r} is not in media room {room!r}")
         if isinstance(command, Leave):
             return await self._leave(worker, room, who)
@@ -157,6 +171,7 @@ class WorkerPool:
 
     async def _join(self, command: Join | JoinMesh) -> Reply:
         room, who = command.room, command.participant
+        self._lost.discard((room, who))
         old = self._where.get((room, who))
         if old is not None:
             await self._leave(old, room, who)
@@ -262,8 +277,12 @@ class WorkerPool:
             len(lost),
         )
         dead_pipe = worker.pipe
+        fresh = Worker(worker.index, self)
+        fresh.restarts = worker.restarts + 1
+        self.workers[worker.index] = fresh  # "restarting": placement skips it until it is up
         for room, who in lost:
             self._forget((room, who))
+            self._lost.add((room, who))
             for host in self._hosts(room):
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await host.call(RemoteLeave(room, who))
@@ -272,17 +291,31 @@ class WorkerPool:
             for other, home in members.items():
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await home.call(Unpipe(room, other, dead_pipe))
-        fresh = Worker(worker.index, self)
-        fresh.restarts = worker.restarts + 1
-        self.workers[worker.index] = fresh
-        try:
-            await fresh.start()
-        except Exception:
-            logger.exception("media worker %d did not come back", worker.index)
         for room in {room for room, _ in lost}:
             await self._say_hosting(room)
+        # Told before the restart: signaling offers them a fresh connection on a live worker
+        # at once, not after a process start.
         for room, who in lost:
             await self.on_event(MediaLost(room, who, "failed"))
+        await self._restart(worker.index)
+
+    async def _restart(self, index: int) -> None:
+        """Starts the worker at ``index`` again, backing off while it fails to start."""
+        delay = 0.5
+        while not self._closing:
+            fresh = self.workers[index]
+            assert isinstance(fresh, Worker)
+            try:
+                await fresh.start()
+                return
+            except Exception:
+                logger.exception("media worker %d did not come back; retrying", index)
+                await fresh.stop()
+                again = Worker(index, self)
+                again.restarts = fresh.restarts
+                self.workers[index] = again
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     # ------------------------------------------------------------------ other nodes
 
@@ -415,7 +448,12 @@ class WorkerPool:
                     merged[key] = merged.get(key, 0) + value
             for key in total:
                 total[key] += stats.get("total", {}).get(key, 0)
-        return {"rooms": rooms, "total": total, "workers": [w.status() for w in self.workers]}
+        return {"rooms": rooms, "total": total, "workers": self.worker_status()}
+
+    def worker_status(self) -> list[dict[str, Any]]:
+        """Each worker: index, pid, state, participants, peer connections, forwarded
+        packets/s, CPU, pipes (what /health, /metrics and Prometheus show)."""
+        return [w.status() for w in self.workers]
 
     def counters(self) -> dict[str, dict[str, int]]:
         if isinstance(self.workers[0], InlineWorker):

@@ -87,6 +87,7 @@ def setup_routes(app: web.Application, application: Application) -> None:
             "auth": settings.auth_mode,
             "redis": redis,
             "database": database,
+            "workers": [] if hub.media is None else hub.media.stats().get("workers", []),
         }
         return web.json_response(body, status=200 if healthy else 503)
 
