@@ -10,13 +10,17 @@ fresh connection, placed on a live worker).
 
 Across nodes the same happens over a `Bus` (Redis pub/sub): each node runs the media of
 its own clients, tells the others who of a room it holds, what they publish and which of
-its pipes host the room, and pipes its publishers to the other nodes' workers.
+its pipes host the room, and pipes its publishers to the other nodes' workers. Every node
+keeps what it hears of every room, hosted here or not, so that a participant joining here
+finds the room's far members already known (a mesh client is never offered, as a newcomer,
+someone who was there before it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -90,8 +94,14 @@ class WorkerPool:
         metrics.register(self)
         metrics.register_workers(self)
 
+    def use_bus(self, node: str, bus: Bus) -> None:
+        """Rooms span nodes: this pool is ``node`` on ``bus`` (before `start`)."""
+        self.config = dataclasses.replace(self.config, node=node)
+        self.bus = bus
+
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers))
+        await self._say({"t": "sync"})  # a node (re)started: the others say what they hold
 
     # ------------------------------------------------------------------ commands
 
@@ -132,8 +142,10 @@ class WorkerPool:
             return await self._leave(worker, room, who)
         if isinstance(command, Offer) and not self._known(room, command.peer):
             # The peer is in the room (signaling checked) but its node has not told us yet.
+            # It was there before the client (it offers to it): no offer to it as a newcomer.
             self._far.setdefault(room, {})[command.peer] = _Far("")
-            await worker.call(RemoteJoin(room, command.peer))
+            for host in self._hosts(room):
+                await host.call(RemoteJoin(room, command.peer, greet=False))
         return await worker.call(command)
 
     def _known(self, room: str, who: str) -> bool:
@@ -212,9 +224,7 @@ class WorkerPool:
             await self._say_hosting(room)
         await self._say({"t": "member", "room": room, "participant": who, "joined": False})
         if not members:
-            self._rooms.pop(room, None)
-            self._far.pop(room, None)
-            self._far_pipes.pop(room, None)
+            self._rooms.pop(room, None)  # what the other nodes hold of it stays known
         return reply
 
     def _forget(self, key: tuple[str, str]) -> None:
@@ -323,16 +333,13 @@ class WorkerPool:
         if not isinstance(node, str) or node == self.config.node:
             return
         kind, room = message.get("t"), message.get("room")
+        if kind == "sync":
+            for each in [room] if isinstance(room, str) else list(self._rooms):
+                await self._answer_sync(each)
+            return
         if not isinstance(room, str):
             return
-        if kind == "sync":
-            await self._answer_sync(room)
-            return
-        if room not in self._rooms:
-            # Nothing of this room runs here; what we hear now is learned again by sync.
-            if kind == "hosting":
-                self._far_pipes.setdefault(room, {})[node] = _addresses(message.get("pipes"))
-            return
+        # Kept for rooms not hosted here too: a participant joining here finds them known.
         who = message.get("participant")
         if kind == "member" and isinstance(who, str):
             await self._far_member(room, node, who, bool(message.get("joined")))
@@ -361,16 +368,21 @@ class WorkerPool:
         await self._say_hosting(room)
 
     async def _far_member(self, room: str, node: str, who: str, joined: bool) -> None:
-        far = self._far.setdefault(room, {})
         if joined:
+            far = self._far.setdefault(room, {})
             if who not in far:
                 far[who] = _Far(node)
                 for host in self._hosts(room):
                     await host.call(RemoteJoin(room, who))
             far[who].node = node
-        elif far.pop(who, None) is not None:
-            for host in self._hosts(room):
-                await host.call(RemoteLeave(room, who))
+            return
+        far = self._far.get(room, {})
+        if far.pop(who, None) is None:
+            return
+        if not far:
+            self._far.pop(room, None)
+        for host in self._hosts(room):
+            await host.call(RemoteLeave(room, who))
 
     async def _far_tracks(self, room: str, node: str, who: str, message: dict[str, Any]) -> None:
         await self._far_member(room, node, who, True)
@@ -385,8 +397,14 @@ class WorkerPool:
             await host.call(RemoteTracks(room, who, far.origin, tracks))
 
     async def _far_hosting(self, room: str, node: str, pipes: set[Address]) -> None:
-        before = self._far_pipes.setdefault(room, {}).get(node, set())
-        self._far_pipes[room][node] = pipes
+        known = self._far_pipes.setdefault(room, {})
+        before = known.get(node, set())
+        if pipes:
+            known[node] = pipes
+        else:
+            known.pop(node, None)
+            if not known:
+                self._far_pipes.pop(room, None)
         for who, home in self._rooms.get(room, {}).items():
             if not self._tracks.get((room, who)):
                 continue
@@ -396,14 +414,21 @@ class WorkerPool:
                 await home.call(Unpipe(room, who, address))
 
     async def node_gone(self, node: str) -> None:
-        """Another node died: its participants leave every room here, its pipes close."""
+        """Another node died: its participants leave every room here, its pipes close, and
+        this node's own participants keep their media."""
+        if node == self.config.node:
+            return
         for room, far in list(self._far.items()):
             for who in [w for w, f in far.items() if f.node == node]:
-                await self._far_member(room, node, who, False)
-            for address in self._far_pipes.get(room, {}).pop(node, set()):
+                with contextlib.suppress(WorkerGone, TimeoutError):
+                    await self._far_member(room, node, who, False)
+        for room, by_node in list(self._far_pipes.items()):
+            for address in by_node.pop(node, set()):
                 for who, home in self._rooms.get(room, {}).items():
                     with contextlib.suppress(WorkerGone, TimeoutError):
                         await home.call(Unpipe(room, who, address))
+            if not by_node:
+                self._far_pipes.pop(room, None)
 
     # ------------------------------------------------------------------ stats
 

@@ -94,8 +94,8 @@ class LocalMedia:
                 await plane.screen_share(room, who, sharing)
             case CloseRoom():
                 await plane.close_room(room)
-            case RemoteJoin():
-                await plane.remote_join(room, who)
+            case RemoteJoin(greet=greet):
+                await plane.remote_join(room, who, greet)
             case RemoteTracks(origin=origin, tracks=tracks):
                 described = [PipedSource.from_wire(t) for t in tracks]
                 await plane.remote_tracks(room, who, origin, described)

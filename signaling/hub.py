@@ -38,6 +38,7 @@ from signaling.store import MemoryStore, Store, StoreError
 
 if TYPE_CHECKING:
     from sfu.commands import Command, Event, Reply
+    from sfu.pool import Bus
 
 log = logging.getLogger("signaling")
 
@@ -76,6 +77,13 @@ class MediaPortLike(Protocol):
     async def close(self) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    # Rooms across nodes (with Redis): the pools of the nodes talk over a bus.
+    def use_bus(self, node: str, bus: Bus) -> None: ...
+
+    async def on_bus(self, message: dict[str, Any]) -> None: ...
+
+    async def node_gone(self, node: str) -> None: ...
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -68,34 +68,38 @@ class GuideMedia:
 
     async def _wants_media(self, media_id: str, sid: str) -> bool:
         room = await self._guide_room(media_id, sid)
-        return room is not None and room.mediaNode == self.hub.node_id
+        return room is not None and room.mediaNode is not None
 
     async def _peer_replaced(self, media_id: str, sid: str, peer: str) -> None:
         """Before a fresh connection as ``peer``: the guide's client closes its old one on
         `user-left` (it keeps it otherwise). No `user-joined`: that would make it offer."""
         await self.hub.emit("user-left", {"userId": peer, "timestamp": now_iso()}, to=sid)
 
+    # Each member's media runs on the node that holds its socket (`signaling.media`);
+    # `mediaNode` names the node that opened the room, and marks it sfu.
+
     async def opened(self, room: GuideRoom) -> None:
         assert room.mediaNode is not None
         await self.store.set_index(MEDIA_NODE, room.id, room.mediaNode)
-        await self.router.join(room.mediaNode, self.room(room.id), room.host, SEAT)
+        await self.router.join(self.room(room.id), room.host, SEAT)
 
     async def join(self, room: GuideRoom, sid: str) -> None:
         """Before anyone offers to ``sid`` (its ack, the others' `user-joined`)."""
         assert room.mediaNode is not None
-        await self.router.join(room.mediaNode, self.room(room.id), sid, SEAT)
+        await self.router.join(self.room(room.id), sid, SEAT)
 
     async def leave(self, room: GuideRoom, sid: str) -> None:
         assert room.mediaNode is not None
-        await self.router.leave(room.mediaNode, self.room(room.id), sid)
+        # A guide member leaves from its own node (or its node is dead: `node_gone`).
+        await self.router.leave(self.room(room.id), sid, self.hub.node_id)
 
     async def closed(self, room: GuideRoom) -> None:
         assert room.mediaNode is not None
         await self.store.set_index(MEDIA_NODE, room.id, None)
-        await self.router.close_room(room.mediaNode, self.room(room.id))
+        await self.router.close_room(self.room(room.id))  # on every node, once
 
     async def node_of(self, room_id: str) -> str | None:
-        """The node carrying the room's media (None: a mesh room, relayed)."""
+        """The node that opened the room while it is sfu (None: a mesh room, relayed)."""
         if not self.router.available:  # a mesh-only server relays without the extra read
             return None
         (node,) = await self.store.get_index(MEDIA_NODE, room_id)
@@ -104,13 +108,14 @@ class GuideMedia:
     async def signal(
         self, node: str, room_id: str, sid: str, event: str, target: str, value: Any
     ) -> None:
-        """A member's `offer` / `answer` / `ice-candidate` to ``target``: to the SFU, which
-        plays ``target`` (nothing is relayed between members of an sfu room)."""
+        """A member's `offer` / `answer` / `ice-candidate` to ``target``: to this node's
+        SFU, which holds the member's media and plays ``target`` (nothing is relayed
+        between members of an sfu room). ``node``: the node that opened the room."""
         room = self.room(room_id)
         if event == "ice-candidate":
             if value is not None and not isinstance(value, dict):
                 raise InvalidPayload("candidate must be an object or null")
-            await self.router.candidate(node, room, sid, target, value)
+            await self.router.candidate(room, sid, target, value)
             return
         kind = "offer" if event == "offer" else "answer"
         if (
@@ -120,6 +125,6 @@ class GuideMedia:
         ):
             raise InvalidPayload(f"{kind} must be {{ type: '{kind}', sdp: string }}")
         if kind == "offer":
-            await self.router.offer(node, room, sid, target, value["sdp"])
+            await self.router.offer(room, sid, target, value["sdp"])
         else:
-            await self.router.answer(node, room, sid, target, value["sdp"])
+            await self.router.answer(room, sid, target, value["sdp"])
