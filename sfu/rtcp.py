@@ -202,14 +202,41 @@ def receiver_report(ssrc: int, reports: list[ReportBlock]) -> bytes:
     return out
 
 
-def sdes_cname(ssrcs: list[int], cname: str) -> bytes:
-    """An SDES packet with one CNAME chunk per SSRC (required in a compound packet)."""
+SDES_CHUNKS_PER_PACKET = 12
+"""CNAME chunks per SDES packet: with a 36-character CNAME about 530 bytes, so that one
+packet always fits an SRTCP datagram (pylibsrtp refuses more than 1500 bytes less its
+trailer; 31 chunks, the count's limit, are about 1370)."""
+
+
+def sdes_cname(ssrcs: list[int], cname: str) -> list[bytes]:
+    """SDES packets with one CNAME chunk per SSRC (required in a compound packet)."""
     text = cname.encode()[:255]
-    chunks = b""
-    for ssrc in ssrcs[:31]:
-        chunk = struct.pack("!IBB", ssrc, 1, len(text)) + text + b"\x00"
-        chunks += chunk + b"\x00" * (-len(chunk) % 4)
-    return _packet(SDES, min(len(ssrcs), 31), chunks)
+    packets = []
+    for start in range(0, max(len(ssrcs), 1), SDES_CHUNKS_PER_PACKET):
+        group = ssrcs[start : start + SDES_CHUNKS_PER_PACKET]
+        chunks = b""
+        for ssrc in group:
+            chunk = struct.pack("!IBB", ssrc, 1, len(text)) + text + b"\x00"
+            chunks += chunk + b"\x00" * (-len(chunk) % 4)
+        packets.append(_packet(SDES, len(group), chunks))
+    return packets
+
+
+def datagrams(local_ssrc: int, packets: list[bytes], max_size: int) -> list[bytes]:
+    """Packs RTCP packets into compound datagrams of at most `max_size` bytes each
+    (unless one packet alone is larger), each starting with an SR or RR (RFC 3550 6.1)."""
+    out: list[bytes] = []
+    current = b""
+    for packet in packets:
+        if current and len(current) + len(packet) > max_size:
+            out.append(current)
+            current = b""
+        if not current and packet[1] not in (SR, RR):
+            current = receiver_report(local_ssrc, [])
+        current += packet
+    if current:
+        out.append(current)
+    return out
 
 
 def nack(sender: int, media: int, lost: list[int]) -> bytes:

@@ -293,29 +293,18 @@ class MediaTransport:
                 packets.append(report)
                 ssrcs.append(leg.ssrc)
         blocks = [b for b in (s.report_block(now) for s in self.sources) if b is not None]
-        if blocks:
-            packets.append(rtcp.receiver_report(self.local_ssrc, blocks))
+        for start in range(0, len(blocks), 31):  # one RR per 31 blocks, each packed apart
+            packets.append(rtcp.receiver_report(self.local_ssrc, blocks[start : start + 31]))
         if not packets:
             return []
         video = [s for s in self.sources if s.video and s.media_ssrc is not None]
-        tail = [rtcp.sdes_cname([*ssrcs, self.local_ssrc], self.cname)]
+        tail = rtcp.sdes_cname([*ssrcs, self.local_ssrc], self.cname)
         if video:
             bitrate = sum(s.target_bitrate() for s in video)
             tail.append(
                 rtcp.remb(self.local_ssrc, bitrate, [s.media_ssrc for s in video])  # type: ignore[misc]
             )
-        datagrams: list[bytes] = []
-        current = b""
-        for packet in [*packets, *tail]:
-            if current and len(current) + len(packet) > MAX_RTCP_DATAGRAM:
-                datagrams.append(current)
-                current = b""
-            if not current and packet[1] not in (rtcp.SR, rtcp.RR):
-                current = rtcp.receiver_report(self.local_ssrc, [])
-            current += packet
-        if current:
-            datagrams.append(current)
-        return datagrams
+        return rtcp.datagrams(self.local_ssrc, [*packets, *tail], MAX_RTCP_DATAGRAM)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -204,7 +204,13 @@ def test_built_rtcp_parses_back() -> None:
     sr = rtcp.sender_report(1, 0x0102030405060708, 9000, 10, 1000, [block])
     rr = rtcp.receiver_report(2, [block] * 40)  # 31 blocks per packet: two packets
     lost = [65530, 65531, 65535, 0, 3, 40]
-    packet = sr + rr + rtcp.sdes_cname([1, 2], "cname") + rtcp.nack(3, 4, lost) + rtcp.pli(3, 5)
+    packet = (
+        sr
+        + rr
+        + b"".join(rtcp.sdes_cname([1, 2], "cname"))
+        + rtcp.nack(3, 4, lost)
+        + rtcp.pli(3, 5)
+    )
     packet += rtcp.remb(3, 1_234_567, [4, 5])
     items = rtcp.parse(packet)
     assert isinstance(items[0], rtcp.SenderReport)
@@ -228,3 +234,36 @@ def test_truncated_rtcp_yields_what_is_whole() -> None:
     assert rtcp.parse(good + good[:6]) == [rtcp.KeyframeRequest(1, 2)]
     assert rtcp.parse(b"\x80\xc9\x00\x07" + b"\x00" * 8) == []
     assert rtcp.parse(HEADER.pack(0, 0, 0, 0, 0)) == []
+
+
+def test_a_large_rooms_rtcp_fits_srtcp_datagrams_and_names_every_ssrc() -> None:
+    """A subscriber of 19 publishers: 38 legs' SRs, 38 report blocks and 39 CNAMEs once
+    made an SDES packet pylibsrtp refused ("packet is too long") every round."""
+    cname = "2b0d1c9e-5f1a-4c3b-9d8e-7f6a5b4c3d2e"
+    block = rtcp.ReportBlock(
+        ssrc=7, fraction_lost=0, packets_lost=0, highest_sequence=1, jitter=0, lsr=0, dlsr=0
+    )
+    ssrcs = list(range(1000, 1039))
+    packets = [rtcp.sender_report(s, 1 << 32, 0, 10, 1000) for s in ssrcs[:-1]]
+    for start in range(0, 38, 31):
+        packets.append(rtcp.receiver_report(99, [block] * len(range(start, min(38, start + 31)))))
+    packets += rtcp.sdes_cname(ssrcs, cname)
+    sent = rtcp.datagrams(99, packets, 1200)
+    assert all(len(d) <= 1200 and d[1] in (rtcp.SR, rtcp.RR) for d in sent)
+    named = []
+    for datagram in sent:  # every SSRC's CNAME is in some SDES packet
+        pos = 0
+        while pos < len(datagram):
+            count, kind = datagram[pos] & 0x1F, datagram[pos + 1]
+            length = (int.from_bytes(datagram[pos + 2 : pos + 4], "big") + 1) * 4
+            if kind == rtcp.SDES:
+                chunk = pos + 4
+                for _ in range(count):
+                    named.append(int.from_bytes(datagram[chunk : chunk + 4], "big"))
+                    chunk += (4 + 2 + len(cname) + 1 + 3) // 4 * 4
+            pos += length
+    assert sorted(named) == ssrcs
+    # and the whole round still parses: the SRs and the report blocks all come back
+    items = [i for d in sent for i in rtcp.parse(d)]
+    assert sum(isinstance(i, rtcp.SenderReport) for i in items) == 38
+    assert sum(len(i.reports) for i in items if isinstance(i, rtcp.ReceiverReport)) == 38
