@@ -34,8 +34,10 @@ from sfu.commands import (
     Refused,
     Screen,
 )
+from signaling.config import Settings
 from signaling.errors import InvalidPayload, NotFound, error_event
-from signaling.hub import Hub
+from signaling.ports import Emitter, MediaPort, Spawner
+from signaling.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +87,34 @@ class Seat:
 
 
 class MediaRouter:
-    def __init__(self, hub: Hub, still_wanted: Callable[[str, str], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        port: MediaPort | None,
+        emitter: Emitter,
+        spawner: Spawner,
+        store: Store,
+        settings: Settings,
+        node_id: str,
+        still_wanted: Callable[[str, str], Awaitable[bool]],
+    ) -> None:
         """`still_wanted(room_id, sid)`: whether the participant still belongs to an sfu room."""
-        self.hub = hub
+        self.emitter = emitter
+        self.spawner = spawner
+        self.store = store
+        self.settings = settings
+        self.node_id = node_id
         self.still_wanted = still_wanted
-        self.port = hub.media
-        self.channel = f"media:{hub.node_id}"
+        self.port = port
+        self.channel = f"media:{node_id}"
         self._seats: dict[tuple[str, str], Seat] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # sid -> (in a row, last at)
         if self.port is not None:
             self.port.on_event = self._on_event
-        hub.on_start_hooks.append(self.start)
 
     async def start(self) -> None:
         if self.port is not None:
             await self.port.start()
-            await self.hub.store.subscribe(self.channel, self._on_command)
+            await self.store.subscribe(self.channel, self._on_command)
 
     @property
     def available(self) -> bool:
@@ -132,11 +146,11 @@ class MediaRouter:
         await self._route(node, "close", room_id, "")
 
     async def _route(self, node: str, op: Op, room_id: str, sid: str, data: Any = None) -> None:
-        if node == self.hub.node_id:
+        if node == self.node_id:
             await self._run(op, room_id, sid, data)
             return
         message = orjson.dumps({"op": op, "room": room_id, "sid": sid, "data": data}).decode()
-        await self.hub.store.publish(f"media:{node}", message)
+        await self.store.publish(f"media:{node}", message)
 
     async def _on_command(self, message: str) -> None:
         command = orjson.loads(message)
@@ -145,7 +159,7 @@ class MediaRouter:
             await self._run(command["op"], command["room"], sid, command["data"])
         except InvalidPayload as exc:
             event = EVENT_OF_OP.get(command["op"], "video:join-room")
-            await self.hub.emit("error", error_event(exc, event), to=sid)
+            await self.emitter.emit("error", error_event(exc, event), to=sid)
         except Exception:
             log.exception("media command %s failed", command["op"])
 
@@ -184,10 +198,10 @@ class MediaRouter:
         if not isinstance(reply, Answered):
             raise InvalidPayload("the SFU did not answer this offer")
         answer = {"type": "answer", "sdp": reply.sdp}
-        await self.hub.emit("video:answer", {"from": peer, "answer": answer}, to=sid)
+        await self.emitter.emit("video:answer", {"from": peer, "answer": answer}, to=sid)
         if reply.declined:
             error = error_event(InvalidPayload(DATA_CHANNELS_DECLINED), "video:offer")
-            await self.hub.emit("error", error, to=sid)
+            await self.emitter.emit("error", error, to=sid)
 
     # -- what the plane says --------------------------------------------------------------
 
@@ -198,21 +212,20 @@ class MediaRouter:
             # the client after `video:mode-changed`.
             if await self.still_wanted(room_id, sid):
                 offer = {"type": "offer", "sdp": event.sdp}
-                await self.hub.emit("video:offer", {"from": event.peer, "offer": offer}, to=sid)
+                await self.emitter.emit("video:offer", {"from": event.peer, "offer": offer}, to=sid)
         elif isinstance(event, MediaLost):
             await self._lost(room_id, sid, event.reason)
 
     async def _lost(self, room_id: str, sid: str, reason: str) -> None:
-        hub = self.hub
         if reason == "unanswered":
             # Re-offered once already: the client is not answering. Its signaling stays;
             # joining the room again gets it a fresh connection.
-            timeout = hub.settings.sfu_answer_timeout_s
+            timeout = self.settings.sfu_answer_timeout_s
             error = InvalidPayload(
                 f"no answer to the SFU's offer within {timeout:g} s: media dropped; "
                 "join the room again to retry"
             )
-            await hub.emit("error", error_event(error, "video:answer"), to=sid)
+            await self.emitter.emit("error", error_event(error, "video:answer"), to=sid)
             return
         # The connection failed (ICE/DTLS), the client closed it while staying in the room,
         # or its media worker died: offer a fresh one, a few times, backing off.
@@ -221,8 +234,8 @@ class MediaRouter:
         failures = 1 if now - last > MEDIA_RETRY_RESET_S else failures + 1
         self._failures[sid] = (failures, now)
         if failures <= MAX_MEDIA_RETRIES:
-            delay = hub.settings.sfu_retry_backoff_s * 2 ** (failures - 1)
-            hub.spawn(self._rejoin(room_id, sid, delay), f"sfu-rejoin-{sid}")
+            delay = self.settings.sfu_retry_backoff_s * 2 ** (failures - 1)
+            self.spawner.spawn(self._rejoin(room_id, sid, delay), f"sfu-rejoin-{sid}")
 
     async def _rejoin(self, room_id: str, sid: str, delay: float) -> None:
         await asyncio.sleep(delay)  # the back-off itself

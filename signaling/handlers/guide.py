@@ -6,41 +6,57 @@ from typing import Any
 
 import orjson
 
+from signaling.auth import MembershipChecker
+from signaling.dispatch import model_parser
 from signaling.domain import GuideMember, GuideRoom, check_room_claim, now_iso
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom, guide_ack
-from signaling.hub import Conn, Hub, model_parser
+from signaling.membership import Membership
 from signaling.metrics import RELAYED, ROOM_JOINS
-from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer
+from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer, Limits
+from signaling.ports import Conn, Emitter, Events
+from signaling.store import Store
 
 SOCKET_ROOM = "guide-sock"
 
 
 class GuideRooms:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.store = hub.store
-        hub.on("create-room", self._room_id, ack_error=guide_ack)(self.create)
-        hub.on("join-room", self._room_id, ack_error=guide_ack)(self.join)
-        hub.on("leave-room", lambda _: None)(self.leave_room)
-        hub.on("offer", model_parser(GuideOffer))(self.offer)
-        hub.on("answer", model_parser(GuideAnswer))(self.answer)
-        hub.on("ice-candidate", model_parser(GuideCandidate))(self.ice_candidate)
-        hub.on_disconnect_hooks.append(self.on_disconnect)
+    def __init__(
+        self,
+        events: Events,
+        emitter: Emitter,
+        store: Store,
+        checker: MembershipChecker,
+        limits: Limits,
+        *,
+        node_id: str,
+        max_participants: int,
+    ) -> None:
+        self.emitter = emitter
+        self.store = store
+        self.checker = checker
+        self.limits = limits
+        self.node_id = node_id
+        self.max_participants = max_participants
+        self.members = Membership(store, GuideRoom, _members, self.leave, index=SOCKET_ROOM)
+        events.on("create-room", self._room_id, ack_error=guide_ack)(self.create)
+        events.on("join-room", self._room_id, ack_error=guide_ack)(self.join)
+        events.on("leave-room", lambda _: None)(self.leave_room)
+        events.on("offer", model_parser(GuideOffer))(self.offer)
+        events.on("answer", model_parser(GuideAnswer))(self.answer)
+        events.on("ice-candidate", model_parser(GuideCandidate))(self.ice_candidate)
 
     def _room_id(self, value: Any) -> str:
         if isinstance(value, dict):  # tolerate `{ roomId }` as the video dialect sends it
             value = value.get("roomId")
         if not isinstance(value, str) or not value.strip():
             raise InvalidPayload("room id must be a non-empty string")
-        return self.hub.limits.room_id(value)
+        return self.limits.room_id(value)
 
     async def _admit(self, conn: Conn, room_id: str) -> None:
         check_room_claim(conn.identity.rooms, conn.identity.role, room_id)
-        if not await self.hub.membership.is_member(conn.identity, room_id=room_id):
+        if not await self.checker.is_member(conn.identity, room_id=room_id):
             raise Forbidden("not a member of this room")
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid)
 
     async def create(self, conn: Conn, room_id: str) -> dict[str, Any]:
         await self._admit(conn, room_id)
@@ -50,9 +66,9 @@ class GuideRooms:
             slot.value = GuideRoom(
                 id=room_id,
                 host=conn.sid,
-                members=[GuideMember(socketId=conn.sid, node=self.hub.node_id)],
+                members=[GuideMember(socketId=conn.sid, node=self.node_id)],
             )
-        await self.store.set_index(SOCKET_ROOM, conn.sid, room_id)
+        await self.members.enter(conn.sid, room_id)
         ROOM_JOINS.labels("guide").inc()
         return {"success": True, "roomId": room_id}
 
@@ -63,20 +79,17 @@ class GuideRooms:
             if room is None:
                 raise NotFound("room does not exist")
             existing = room.join(
-                GuideMember(socketId=conn.sid, node=self.hub.node_id),
-                self.hub.settings.max_participants,
+                GuideMember(socketId=conn.sid, node=self.node_id), self.max_participants
             )
-        await self.store.set_index(SOCKET_ROOM, conn.sid, room_id)
+        await self.members.enter(conn.sid, room_id)
         ROOM_JOINS.labels("guide").inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "user-joined", {"userId": conn.sid, "timestamp": now_iso()}, to=existing
         )
         return {"success": True, "roomId": room_id, "existingUsers": existing}
 
     async def leave_room(self, conn: Conn, _: Empty | None) -> None:
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid)
 
     async def leave(self, sid: str, room_id: str) -> None:
         """A member leaves; when the host leaves, the room closes for everyone."""
@@ -86,14 +99,13 @@ class GuideRooms:
                 room = None
             elif room.host == sid or not room.members:
                 slot.value = None
-        await self.store.set_index(SOCKET_ROOM, sid, None)
+        await self.members.forget([sid], room_id)
         if room is None:
             return
         others = room.socket_ids
         if room.host == sid:
-            for other in others:
-                await self.store.set_index(SOCKET_ROOM, other, None)
-            await self.hub.emit(
+            await self.members.forget(others, room_id)
+            await self.emitter.emit(
                 "room-closed",
                 {
                     "reason": "host-left",
@@ -103,7 +115,7 @@ class GuideRooms:
                 to=others,
             )
         else:
-            await self.hub.emit("user-left", {"userId": sid, "timestamp": now_iso()}, to=others)
+            await self.emitter.emit("user-left", {"userId": sid, "timestamp": now_iso()}, to=others)
 
     async def close_room(self, room_id: str, reason: str) -> bool:
         async with self.store.edit(GuideRoom, room_id) as slot:
@@ -111,9 +123,8 @@ class GuideRooms:
             slot.value = None
         if room is None:
             return False
-        for sid in room.socket_ids:
-            await self.store.set_index(SOCKET_ROOM, sid, None)
-        await self.hub.emit(
+        await self.members.forget(room.socket_ids, room_id)
+        await self.emitter.emit(
             "room-closed",
             {"reason": reason, "message": "The room was closed", "timestamp": now_iso()},
             to=room.socket_ids,
@@ -121,13 +132,10 @@ class GuideRooms:
         return True
 
     async def on_disconnect(self, conn: Conn) -> None:
-        await self.leave_room(conn, None)
+        await self.members.leave(conn.sid)
 
     async def purge_node(self, node_id: str) -> None:
-        for room in await self.store.load_all(GuideRoom):
-            for member in room.members:
-                if member.node == node_id:
-                    await self.leave(member.socketId, room.id)
+        await self.members.purge_node(node_id)
 
     async def _relay(self, conn: Conn, event: str, target: str, key: str, value: Any) -> None:
         try:
@@ -135,14 +143,14 @@ class GuideRooms:
         except (TypeError, orjson.JSONEncodeError):
             # Binary attachments or nesting deeper than JSON encoders go: not a description.
             raise InvalidPayload(f"{key} is not plain JSON") from None
-        self.hub.limits.guide_description(len(encoded))
-        mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, target)
+        self.limits.guide_description(len(encoded))
+        mine, shared = await self.members.peers(conn.sid, target)
         if mine is None:
             raise NotInRoom("join a room first")
-        if theirs != mine:
+        if not shared:
             raise NotFound("no such user in your room")
         RELAYED.labels(event).inc()
-        await self.hub.emit(event, {"from": conn.sid, key: value}, to=target)
+        await self.emitter.emit(event, {"from": conn.sid, key: value}, to=target)
 
     async def offer(self, conn: Conn, payload: GuideOffer) -> None:
         await self._relay(conn, "offer", payload.target, "offer", payload.offer)
@@ -152,3 +160,7 @@ class GuideRooms:
 
     async def ice_candidate(self, conn: Conn, payload: GuideCandidate) -> None:
         await self._relay(conn, "ice-candidate", payload.target, "candidate", payload.candidate)
+
+
+def _members(room: GuideRoom) -> list[tuple[str, str]]:
+    return [(m.socketId, m.node) for m in room.members]

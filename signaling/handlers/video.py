@@ -5,23 +5,29 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from signaling.auth import MembershipChecker
+from signaling.config import Settings
+from signaling.dispatch import model_parser
 from signaling.domain import ChatMessage, ModeChange, Participant, VideoRoom, check_room_claim
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
 from signaling.history import History, utcnow
 from signaling.history.base import parse_iso
-from signaling.hub import Conn, Hub, model_parser
 from signaling.media import SFU, MediaRouter, Seat
+from signaling.membership import Membership
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
 from signaling.models import (
     Answer,
     IceCandidate,
     JoinRoom,
+    Limits,
     Offer,
     RoomRef,
     ToggleAudio,
     ToggleVideo,
     VideoChat,
 )
+from signaling.ports import Conn, Emitter, Events
+from signaling.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +41,36 @@ CHAT = "video-chat"
 
 
 class VideoRooms:
-    def __init__(self, hub: Hub, history: History) -> None:
-        self.hub = hub
-        self.store = hub.store
+    """The owner of video rooms: who is in each, its mode, its media, and its close.
+
+    A room closes root first: its media once (`MediaRouter.close_room`: the SFU drops every
+    participant's connection together, as mediasoup's router closes its transports), then
+    the participants are told, then the records go; nobody is renegotiated on the way.
+    """
+
+    def __init__(
+        self,
+        events: Events,
+        emitter: Emitter,
+        store: Store,
+        history: History,
+        checker: MembershipChecker,
+        limits: Limits,
+        media: MediaRouter,
+        settings: Settings,
+        node_id: str,
+    ) -> None:
+        self.emitter = emitter
+        self.store = store
         self.history = history
-        self.media = MediaRouter(hub, self._wants_media)
-        on = hub.on
+        self.checker = checker
+        self.limits = limits
+        self.media = media
+        self.settings = settings
+        self.node_id = node_id
+        self.members = Membership(store, VideoRoom, _members, self.leave, index=SOCKET_ROOM)
+        self._media_open = True
+        on = events.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
         on("video:leave-room", model_parser(RoomRef))(self.leave_room)
         on("video:offer", model_parser(Offer))(self.offer)
@@ -51,21 +81,17 @@ class VideoRooms:
         on("video:start-screen-share", model_parser(RoomRef))(self.start_screen_share)
         on("video:stop-screen-share", model_parser(RoomRef))(self.stop_screen_share)
         on("video:chat", model_parser(VideoChat))(self.chat)
-        hub.on_disconnect_hooks.append(self.on_disconnect)
 
     # -- membership -------------------------------------------------------------------------
 
     async def join(self, conn: Conn, payload: JoinRoom) -> dict[str, Any]:
-        hub = self.hub
-        room_id = hub.limits.room_id(payload.roomId)
+        room_id = self.limits.room_id(payload.roomId)
         check_room_claim(conn.identity.rooms, conn.identity.role, room_id)
-        if not await hub.membership.is_member(
+        if not await self.checker.is_member(
             conn.identity, room_id=room_id, study_id=payload.studyId
         ):
             raise Forbidden("not a member of this room")
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None and current != room_id:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid, keep=room_id)
         return await self.enter(conn.sid, conn, room_id, payload.studyId, sfu=payload.sfu)
 
     async def enter(
@@ -80,15 +106,14 @@ class VideoRooms:
         sfu: bool = False,
     ) -> dict[str, Any]:
         """Puts a socket in a room and tells everyone; used by joins and by pairing."""
-        hub = self.hub
-        settings = hub.settings
+        settings = self.settings
         if participant is None:
             assert conn is not None
             participant = Participant(
                 socketId=sid,
                 userId=conn.user_id,
                 user=conn.identity.user,
-                node=hub.node_id,
+                node=self.node_id,
                 sfu=sfu,
             )
         async with self.store.edit(VideoRoom, room_id) as slot:
@@ -102,10 +127,10 @@ class VideoRooms:
             rejoin = sid in room.participants
             change = room.join(participant, settings.max_participants)
             if self.media.available:
-                room.place_media(hub.node_id)
+                room.place_media(self.node_id)
             slot.value = room
         self._record_join(room, participant, opened, rejoin, change)
-        await self.store.set_index(SOCKET_ROOM, sid, room_id)
+        await self.members.enter(sid, room_id)
         if opened or change is not None:
             await self._index_media(room)
         ROOM_JOINS.labels("video").inc()
@@ -126,7 +151,7 @@ class VideoRooms:
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 
     async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        room_id = await self.room_of(conn, payload.roomId)
+        room_id = await self._checked_room(conn, payload.roomId)
         await self.leave(conn.sid, room_id)
         return {"ok": True}
 
@@ -134,14 +159,14 @@ class VideoRooms:
         """Takes a socket out of a room; the others get `video:user-left`."""
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
-            media_node = room.mediaNode if room is not None else None
+            media_node = room.mediaNode if room is not None and self._media_open else None
             if room is None:
                 participant, change = None, None
             else:
                 participant, change = room.leave(sid)
-                room.place_media(self.hub.node_id)
+                room.place_media(self.node_id)
                 slot.value = None if room.empty else room
-        await self.store.set_index(SOCKET_ROOM, sid, None)
+        await self.members.forget([sid], room_id)
         if room is None or participant is None:
             return
         self._record_leave(room, sid, change)
@@ -159,33 +184,33 @@ class VideoRooms:
             await self.media.leave(media_node, room_id, sid)
 
     async def on_disconnect(self, conn: Conn) -> None:
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid)
 
     async def close_room(self, room_id: str, reason: str) -> bool:
-        """Closes a room for everyone (HTTP API); True when it existed."""
+        """Closes a room for everyone (HTTP API), root first; True when it existed."""
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
             slot.value = None
         if room is None:
             return False
-        self.history.call_ended(room.callId, utcnow())
         sids = list(room.participants)
-        for sid in sids:
-            await self.store.set_index(SOCKET_ROOM, sid, None)
+        self.history.call_ended(room.callId, utcnow())
+        await self.members.forget(sids, room_id)
         await self.store.delete_list(CHAT, room_id)
         await self.store.set_index(MEDIA_NODE, room_id, None)
-        await self.hub.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
-        if room.mediaNode is not None:
+        if room.mediaNode is not None and self._media_open:
             await self.media.close_room(room.mediaNode, room_id)
+        await self.emitter.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
         return True
 
+    def media_closed(self) -> None:
+        """This node's media closed at once (shutdown): the sockets that leave from now on
+        send no media command, so nobody left is renegotiated one leave at a time."""
+        self._media_open = False
+
     async def purge_node(self, node_id: str) -> None:
+        await self.members.purge_node(node_id)
         for room in await self.store.load_all(VideoRoom):
-            for participant in list(room.participants.values()):
-                if participant.node == node_id:
-                    await self.leave(participant.socketId, room.id)
             if room.mediaNode == node_id:
                 await self._adopt_media(room.id, node_id)
 
@@ -195,22 +220,21 @@ class VideoRooms:
             return
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
-            moved = room is not None and room.place_media(self.hub.node_id, replacing=dead_node)
+            moved = room is not None and room.place_media(self.node_id, replacing=dead_node)
         if room is None or not moved:
             return
         log.warning("room %s: media moves from dead node %s to this node", room_id, dead_node)
         await self._index_media(room)
         sids = list(room.participants)
         # Clients drop their dead peer connection and wait for this node's offer.
-        await self.hub.emit("video:mode-changed", {"roomId": room_id, "mode": "sfu"}, to=sids)
+        await self.emitter.emit("video:mode-changed", {"roomId": room_id, "mode": "sfu"}, to=sids)
         for p in room.participants.values():
-            await self.media.join(self.hub.node_id, room_id, p.socketId, _fresh_seat(p))
+            await self.media.join(self.node_id, room_id, p.socketId, _fresh_seat(p))
 
-    async def room_of(self, conn: Conn, room_id: str) -> str:
+    async def _checked_room(self, conn: Conn, room_id: str) -> str:
         """The room id, once it is valid and the socket is in that room."""
-        self.hub.limits.room_id(room_id)
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current != room_id:
+        self.limits.room_id(room_id)
+        if await self.members.room_of(conn.sid) != room_id:
             raise NotInRoom("not in this room")
         return room_id
 
@@ -267,14 +291,14 @@ class VideoRooms:
             if change.current == "sfu":
                 for peer in peers:  # back in its list: the SFU connects it to them
                     await self._emit_joined(peer, client.socketId)
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:mode-changed", {"roomId": room.id, "mode": change.current}, to=to
         )
         if change.current == "mesh":
             for client in mesh_clients:
                 await self._rebuild_mesh(room, client, to)
             return
-        if room.mediaNode is None:
+        if room.mediaNode is None or not self._media_open:
             return
         # SFU-aware first, then mesh clients: the SFU offers to each mesh client as everyone
         # already in its room, so each pair gets exactly one connection.
@@ -299,14 +323,14 @@ class VideoRooms:
     ) -> list[dict[str, Any]]:
         participants = [p.wire() for p in (room.others(sid) if listed is None else listed)]
         history = await self.store.read_list(CHAT, room.id)
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:room-state",
             {
                 "roomId": room.id,
                 "mode": room.mode,
                 "self": sid,
                 "participants": participants,
-                "iceServers": self.hub.settings.ice_servers,
+                "iceServers": self.settings.ice_servers,
                 "chat": [ChatMessage.model_validate_json(m).wire() for m in history],
             },
             to=sid,
@@ -315,20 +339,23 @@ class VideoRooms:
 
     async def _emit_joined(self, p: Participant, to: str | list[str]) -> None:
         joined = {"socketId": p.socketId, "userId": p.userId, "user": p.user.model_dump()}
-        await self.hub.emit("video:user-joined", joined, to=to)
+        await self.emitter.emit("video:user-joined", joined, to=to)
 
     async def _emit_left(self, p: Participant, to: str | list[str]) -> None:
-        await self.hub.emit("video:user-left", {"socketId": p.socketId, "userId": p.userId}, to=to)
+        await self.emitter.emit(
+            "video:user-left", {"socketId": p.socketId, "userId": p.userId}, to=to
+        )
 
     async def _index_media(self, room: VideoRoom) -> None:
         """Signals read the room's media node from an index, not the whole room."""
         carried = room.mediaNode if room.mode == "sfu" and not room.empty else None
         await self.store.set_index(MEDIA_NODE, room.id, carried)
 
-    async def _wants_media(self, room_id: str, sid: str) -> bool:
-        (current,) = await self.store.get_index(SOCKET_ROOM, sid)
+    async def wants_media(self, room_id: str, sid: str) -> bool:
+        """Whether the participant still belongs to this node's sfu media (`MediaRouter`)."""
+        current = await self.members.room_of(sid)
         room = await self.store.load(VideoRoom, room_id) if current == room_id else None
-        return room is not None and room.mode == "sfu" and room.mediaNode == self.hub.node_id
+        return room is not None and room.mode == "sfu" and room.mediaNode == self.node_id
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -338,10 +365,10 @@ class VideoRooms:
         In an sfu room every signal goes to the SFU: an SFU-aware client's (``to`` "sfu"),
         and a mesh client's to a participant, which the SFU plays. Only mesh rooms relay.
         """
-        mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, to)
+        mine, shared = await self.members.peers(conn.sid, to)
         if mine is None:
             raise NotInRoom("join a video room first")
-        if to != SFU and theirs != mine:
+        if to != SFU and not shared:
             raise NotFound("no such participant in your room")
         media_node = None
         if self.media.available:  # a mesh-only server relays without the extra read
@@ -351,7 +378,7 @@ class VideoRooms:
         return mine, media_node
 
     async def offer(self, conn: Conn, payload: Offer) -> None:
-        self.hub.limits.sdp(payload.offer)
+        self.limits.sdp(payload.offer)
         if payload.to == SFU:
             await self._destination(conn, payload.to)
             raise InvalidPayload("the SFU makes the offers; answer them instead")
@@ -363,12 +390,12 @@ class VideoRooms:
             await self.media.offer(media_node, room_id, conn.sid, payload.to, sdp)
             return
         RELAYED_OFFER.inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:offer", {"from": conn.sid, "offer": payload.verbatim("offer")}, to=payload.to
         )
 
     async def answer(self, conn: Conn, payload: Answer) -> None:
-        self.hub.limits.sdp(payload.answer)
+        self.limits.sdp(payload.answer)
         room_id, media_node = await self._destination(conn, payload.to)
         if media_node is not None:
             if payload.answer.type != "answer":
@@ -377,7 +404,7 @@ class VideoRooms:
             await self.media.answer(media_node, room_id, conn.sid, payload.to, sdp)
             return
         RELAYED_ANSWER.inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:answer", {"from": conn.sid, "answer": payload.verbatim("answer")}, to=payload.to
         )
 
@@ -388,7 +415,7 @@ class VideoRooms:
             await self.media.candidate(media_node, room_id, conn.sid, payload.to, candidate)
             return
         RELAYED_ICE_CANDIDATE.inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:ice-candidate",
             {"from": conn.sid, "candidate": payload.verbatim("candidate")},
             to=payload.to,
@@ -397,13 +424,13 @@ class VideoRooms:
     # -- media flags and chat ---------------------------------------------------------------------
 
     async def _set_media(self, conn: Conn, room_id: str, **flags: bool) -> VideoRoom:
-        await self.room_of(conn, room_id)
+        await self._checked_room(conn, room_id)
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
             if room is None:
                 raise NotInRoom("not in this room")
             participant = room.set_media(conn.sid, **flags)
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:media-state-changed",
             participant.media_state(),
             to=[p.socketId for p in room.others(conn.sid)],
@@ -431,8 +458,8 @@ class VideoRooms:
         return {"ok": True}
 
     async def chat(self, conn: Conn, payload: VideoChat) -> dict[str, Any]:
-        await self.room_of(conn, payload.roomId)
-        content = self.hub.limits.chat(payload.content)
+        await self._checked_room(conn, payload.roomId)
+        content = self.limits.chat(payload.content)
         message = ChatMessage(roomId=payload.roomId, content=content, user=conn.identity.user)
         room = await self.store.load(VideoRoom, payload.roomId)
         if room is None:
@@ -440,9 +467,9 @@ class VideoRooms:
         # The ack promises the message is stored; the room's live chat is in the store.
         await self.history.add_message(message, call_id=room.callId)
         await self.store.append_capped(
-            CHAT, payload.roomId, message.model_dump_json(), self.hub.settings.chat_history
+            CHAT, payload.roomId, message.model_dump_json(), self.settings.chat_history
         )
-        await self.hub.emit("video:chat", message.wire(), to=list(room.participants))
+        await self.emitter.emit("video:chat", message.wire(), to=list(room.participants))
         return {"ok": True, "id": message.id}
 
 
@@ -450,3 +477,7 @@ def _fresh_seat(p: Participant) -> Seat:
     """A participant's media seat when nobody will offer to it on their own (a switch to
     sfu, a node taking a room over): the SFU offers to a mesh client as everyone."""
     return Seat() if p.sfu else Seat(mesh=True, offer_existing=True)
+
+
+def _members(room: VideoRoom) -> list[tuple[str, str]]:
+    return [(p.socketId, p.node) for p in room.participants.values()]
