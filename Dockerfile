@@ -11,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY signaling ./signaling
 COPY sfu ./sfu
 COPY benchmarks ./benchmarks
+COPY devtools ./devtools
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 --home /app app
 COPY web ./web
 COPY --from=web /app/web/node_modules ./web/node_modules

@@ -5,7 +5,7 @@ measures itself. Publishers here send RTP they packetized once, on their own tim
 the client's SRTP session (aiortc's sender is kept only to receive PLIs). Subscribers
 read SSRC, timestamp and marker from the clear SRTP header (SRTP encrypts payloads only)
 and count packets and frames per SSRC; one sampled subscriber per run decrypts and
-reassembles its frames (`benchmarks._media.receive_encoded`) to prove they are whole.
+reassembles its frames (`devtools.media.receive_encoded`) to prove they are whole.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from sfu import _aiortc
 from sfu.rtp import HEADER, parse_vp8, vp8_descriptor
 

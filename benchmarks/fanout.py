@@ -50,8 +50,8 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from benchmarks._loadgen import ClipPublisher, Packetized, RtpCounter, packetize
-from benchmarks._media import Received, encode_vp8_clip, receive_encoded
 from benchmarks._report import machine
+from devtools.media import Received, encode_vp8_clip, receive_encoded
 from sfu import MediaConfig, MediaPlane
 from sfu.rtp import HEADER
 from sfu.source import SourceConfig

@@ -55,18 +55,17 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+import devtools.server
 from benchmarks import _report as report
 from benchmarks._report import Metric, machine_busy_s, sweep_progress
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.documents import ALL_PLAYING as DOCUMENTS_PLAYING
 from benchmarks.documents import open_documents_client
+from devtools.server import ServerExited, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("mesh", "sfu", "sfu-docs")
 DOCUMENTS = "sfu-docs"
-# Settings that would take the server out of in-memory, open-auth, single-node mode.
-_SCRUB_ENV = ("REDIS_URL", "JWT_SECRET", "AUTH_VERIFY_URL", "MEMBERSHIP_URL", "PORT", "HOST")
-LISTENING = re.compile(r"Listening on (http://\S+)")
 
 console = Console(stderr=True)
 
@@ -147,63 +146,24 @@ class Params:
 # ---------------------------------------------------------------- processes
 
 
-@dataclass
-class Server:
-    url: str
-    proc: asyncio.subprocess.Process
-
-
 @contextlib.asynccontextmanager
-async def running_server(mode: str, root: Path = ROOT) -> AsyncIterator[Server]:
+async def running_server(mode: str, root: Path = ROOT) -> AsyncIterator[ServerProcess]:
     """`python -m signaling --port 0` with ROOM_MODE=mode, run from `root`, stopped afterwards.
 
     The server serves `root`'s web client too, so `root` may be another checkout (to
     measure a change against this one).
     """
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
-    env.update(
-        HOST="127.0.0.1",
-        PORT="0",
-        ROOM_MODE="sfu" if mode == DOCUMENTS else mode,
-        LOG_LEVEL="WARNING",
-        MAX_PARTICIPANTS="16",
-        DATABASE_URL="memory",  # signaling's history is not what this measures
-        MEDIA_WORKERS="1",  # server CPU is this one process (benchmarks.room measures workers)
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "signaling",
-        cwd=str(root),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    drain: asyncio.Task[bytes] | None = None
+    env = {
+        "ROOM_MODE": "sfu" if mode == DOCUMENTS else mode,
+        "MAX_PARTICIPANTS": "16",
+        "DATABASE_URL": "memory",  # signaling's history is not what this measures
+        "MEDIA_WORKERS": "1",  # server CPU is this one process (benchmarks.room measures workers)
+    }
     try:
-        assert proc.stdout is not None
-        url = await asyncio.wait_for(_listening(proc.stdout), 30)
-        drain = asyncio.create_task(proc.stdout.read())
-        yield Server(url, proc)
-    finally:
-        if drain is not None:
-            drain.cancel()
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-async def _listening(stream: asyncio.StreamReader) -> str:
-    while line := await stream.readline():
-        match = LISTENING.search(line.decode(errors="replace"))
-        if match:
-            return match.group(1)
-    raise BenchError("server exited before listening")
+        async with devtools.server.running_server(env=env, cwd=root) as server:
+            yield server
+    except ServerExited as exc:
+        raise BenchError(str(exc)) from None
 
 
 def _tree_cpu(server_pid: int) -> dict[int, tuple[str, float]]:
@@ -350,13 +310,13 @@ async def run_case(
 
             progress.update(task, description=f"{mode} N={n}: measuring", completed=0)
             before = await asyncio.gather(*(pg.evaluate(STATS) for pg in pages))
-            cpu0, busy0 = _tree_cpu(server.proc.pid), machine_busy_s()
+            cpu0, busy0 = _tree_cpu(server.pid), machine_busy_s()
             t0 = time.monotonic()
             while (left := p.seconds - (time.monotonic() - t0)) > 0:
                 await asyncio.sleep(min(0.25, left))
                 progress.update(task, completed=min(p.seconds, time.monotonic() - t0))
             elapsed = time.monotonic() - t0
-            cpu1, busy1 = _tree_cpu(server.proc.pid), machine_busy_s()
+            cpu1, busy1 = _tree_cpu(server.pid), machine_busy_s()
             after = await asyncio.gather(*(pg.evaluate(STATS) for pg in pages))
         finally:
             for pg in pages:

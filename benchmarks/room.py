@@ -42,9 +42,10 @@ import uvloop
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from benchmarks._loadgen import ClipPublisher, Packetized, RtpCounter, packetize
-from benchmarks._media import Received, encode_opus_clip, encode_vp8_clip, receive_encoded
 from benchmarks._report import machine
-from benchmarks._server import running_server
+from devtools.media import Received, encode_opus_clip, encode_vp8_clip, receive_encoded
+from devtools.poll import poll_until
+from devtools.server import SCRUB_ENV, running_server
 from sfu import _aiortc
 
 MODES = ("forward", "floor")
@@ -227,7 +228,13 @@ async def _servers(mode: str, n: int, workers: int, nodes: int) -> Any:
     async with contextlib.AsyncExitStack() as stack:
         servers = [
             await stack.enter_async_context(
-                running_server("--serve", mode, module="benchmarks.room", env=env, scrub=nodes == 1)
+                running_server(
+                    "--serve",
+                    mode,
+                    module="benchmarks.room",
+                    env=env,
+                    scrub=SCRUB_ENV if nodes == 1 else (),
+                )
             )
             for _ in range(nodes)
         ]
@@ -259,12 +266,12 @@ async def run_case(
                     len([f for f in p.video_frames().values() if f > 0]) >= n - 1 for p in people
                 )
 
-            deadline = started + SETUP_TIMEOUT
-            while not complete():
-                if time.monotonic() > deadline:
-                    got = [len(p.video_frames()) for p in people]
-                    raise RuntimeError(f"{mode} N={n}: streams per participant {got}")
-                await asyncio.sleep(0.1)
+            try:
+                left = started + SETUP_TIMEOUT - time.monotonic()
+                await poll_until(complete, left, interval=0.1)
+            except TimeoutError:
+                got = [len(p.video_frames()) for p in people]
+                raise RuntimeError(f"{mode} N={n}: streams per participant {got}") from None
             setup = time.monotonic() - started
             await asyncio.sleep(warmup)
             me = os.getpid()

@@ -20,6 +20,7 @@ messages with acks, our server with its history in memory, in SQLite and in Post
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -29,14 +30,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 from rich.console import Console
@@ -55,6 +55,7 @@ from benchmarks._report import (
 from benchmarks._report import (
     fmt as _fmt,
 )
+from devtools.server import ServerExited, pump_lines, running_command
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference"
@@ -102,19 +103,6 @@ class Params:
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
 
 
-def _lines(stream: IO[str], sink: queue.Queue[str | None]) -> None:
-    """Pump a pipe into a queue so reads can time out and pipes never fill up."""
-    for line in stream:
-        sink.put(line.rstrip("\n"))
-    sink.put(None)
-
-
-def _start_pump(stream: IO[str]) -> queue.Queue[str | None]:
-    q: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_lines, args=(stream, q), daemon=True).start()
-    return q
-
-
 @dataclass
 class Server:
     """A server subprocess that printed `Listening on http://HOST:PORT`."""
@@ -148,40 +136,14 @@ def running(name: str, argv: Sequence[str], env: dict[str, str]) -> Iterator[Ser
     """Start a server on port 0, wait for its Listening line, stop it afterwards."""
     TMP.mkdir(parents=True, exist_ok=True)
     log = TMP / f"signaling-{name}.log"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
+    with log.open("w") as err, contextlib.ExitStack() as stack:
         try:
-            assert proc.stdout is not None
-            out = _start_pump(proc.stdout)
-            url = ""
-            deadline = time.monotonic() + 30
-            while not url:
-                try:
-                    line = out.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    raise BenchError(f"{name} server printed no Listening line in 30 s") from None
-                if line is None:
-                    raise BenchError(
-                        f"{name} server exited ({proc.wait()}): {_log_tail(log)}"
-                    ) from None
-                if line.startswith("Listening on "):
-                    url = line.removeprefix("Listening on ").strip()
-            yield Server(name, proc, url, log)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            started = stack.enter_context(running_command(argv, env=env, stderr=err))
+        except TimeoutError:
+            raise BenchError(f"{name} server printed no Listening line in 30 s") from None
+        except ServerExited as exc:
+            raise BenchError(f"{name} {exc}: {_log_tail(log)}") from None
+        yield Server(name, started.process, started.url, log)
 
 
 class LoadGen:
@@ -223,8 +185,8 @@ class LoadGen:
             text=True,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._out = _start_pump(self.proc.stdout)
-        self._err = _start_pump(self.proc.stderr)
+        self._out = pump_lines(self.proc.stdout)
+        self._err = pump_lines(self.proc.stderr)
 
     def next_event(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

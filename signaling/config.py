@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-RoomMode = Literal["mesh", "sfu", "auto"]
+from signaling.domain import Policy
 
 
 class Settings(BaseSettings):
@@ -18,7 +18,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    room_mode: RoomMode = "auto"
+    room_mode: Policy = "auto"
     mesh_max: int = Field(default=3, ge=2, le=64)
     redis_url: str | None = None
     redis_prefix: str = "studycall"
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     node_id: str | None = None
 
-    # Limits of PROTOCOL.md section 6.
+    # Limits of docs/protocol.md section 6.
     max_http_buffer_size: int = 1_000_000
     max_sdp_chars: int = 100_000
     max_room_id_chars: int = 100

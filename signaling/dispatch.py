@@ -26,6 +26,7 @@ from signaling.errors import (
     error_event,
 )
 from signaling.ports import AckError, Connections, Emitter, Handler
+from signaling.store import StoreError
 
 log = logging.getLogger("signaling")
 
@@ -78,6 +79,9 @@ class Dispatcher:
                     return await handler(conn, payload)
                 except SignalingError as exc:
                     return await self.refuse(sid, event, exc, ack_error, acked)
+                except StoreError as exc:  # storage, not the client: INTERNAL, may try again
+                    busy = SignalingError(exc.message, ErrorCode.INTERNAL)
+                    return await self.refuse(sid, event, busy, ack_error, acked)
                 except Exception:
                     log.exception("handler for %s failed", event)
                     internal = SignalingError("internal error", ErrorCode.INTERNAL)

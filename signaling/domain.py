@@ -85,7 +85,7 @@ class ChatMessage(BaseModel):
 
 
 class Notification(BaseModel):
-    """A notification the application pushed for one user (PROTOCOL.md section 4)."""
+    """A notification the application pushed for one user (docs/protocol.md section 4)."""
 
     id: str = Field(default_factory=new_id)
     userId: str

@@ -60,7 +60,7 @@ class NotFound(SignalingError):
     code = ErrorCode.NOT_FOUND
 
 
-# The guide dialect (PROTOCOL.md section 3) reports relay failures as `error { type }`.
+# The guide dialect (docs/protocol.md section 3) reports relay failures as `error { type }`.
 _GUIDE_ERROR_TYPES = {
     "offer": "offer-error",
     "answer": "answer-error",

@@ -1,4 +1,4 @@
-"""HTTP routes (PROTOCOL.md section 7): health, metrics, rooms, the backend API, the web client."""
+"""HTTP routes (docs/protocol.md section 7): health, metrics, rooms, backend API, web client."""
 
 from __future__ import annotations
 

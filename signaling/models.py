@@ -1,4 +1,4 @@
-"""Typed client payloads, validated at the edge. Limits come from `Limits` (PROTOCOL.md §6)."""
+"""Typed client payloads, validated at the edge; limits: `Limits` (docs/protocol.md section 6)."""
 
 from __future__ import annotations
 

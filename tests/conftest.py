@@ -8,7 +8,7 @@ import aiortc.codecs.opus
 import aiortc.codecs.vpx
 import pytest
 
-from benchmarks._media import Clip, encode_opus_clip, encode_vp8_clip
+from devtools.media import Clip, encode_opus_clip, encode_vp8_clip
 from tests.postgres_server import database, postgres_server
 from tests.redis_server import redis_server
 from tests.server import InProcess, inprocess_server

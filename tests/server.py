@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
 
+import devtools.server
+from devtools.server import ROOT, ServerProcess
 from signaling.app import Application
 from signaling.config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"Listening on (http://\S+)")
-
-
-@dataclass
-class ServerProcess:
-    url: str
-    process: asyncio.subprocess.Process
-
-    def kill(self) -> None:
-        """SIGKILL: the node dies without any cleanup."""
-        self.process.send_signal(signal.SIGKILL)
 
 
 @asynccontextmanager
@@ -41,49 +24,15 @@ async def running_server(
     The history is in memory unless `env` names a `DATABASE_URL` (tests never write into the
     checkout's `./data`). `stderr`: a file for the server's log (inherited otherwise).
     """
-    environment = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": "0",
-        "LOG_LEVEL": "WARNING",
-        "DATABASE_URL": "memory",
-        "MEDIA_WORKERS": "1",  # tests that want worker processes ask for them
-        **{key.upper(): str(value) for key, value in env.items()},
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "signaling",
+    defaults = {"DATABASE_URL": "memory", "MEDIA_WORKERS": "1"}  # workers: tests ask for them
+    async with devtools.server.running_server(
         *args,
-        cwd=str(ROOT),
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
+        env={**defaults, **{key.upper(): value for key, value in env.items()}},
+        scrub=(),
         stderr=stderr,
-    )
-    try:
-        assert process.stdout is not None
-        url = await asyncio.wait_for(_read_url(process.stdout), startup_timeout)
-        drain = asyncio.create_task(process.stdout.read())
-        yield ServerProcess(url, process)
-        drain.cancel()
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def _read_url(stream: asyncio.StreamReader) -> str:
-    while True:
-        line = await stream.readline()
-        if not line:
-            raise RuntimeError("server exited before listening")
-        match = LISTENING.search(line.decode())
-        if match:
-            return match.group(1)
+        startup_timeout=startup_timeout,
+    ) as server:
+        yield server
 
 
 @dataclass
@@ -110,3 +59,6 @@ async def inprocess_server(**overrides: Any) -> AsyncIterator[InProcess]:
         yield InProcess(f"http://127.0.0.1:{port}", application)
     finally:
         await runner.cleanup()
+
+
+__all__ = ["ROOT", "InProcess", "ServerProcess", "inprocess_server", "running_server"]

@@ -1,4 +1,4 @@
-"""The guide dialect (unprefixed events, PROTOCOL.md section 3): host-owned mesh rooms."""
+"""The guide dialect (unprefixed events, docs/protocol.md section 3): host-owned mesh rooms."""
 
 from __future__ import annotations
 

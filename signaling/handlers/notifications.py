@@ -1,4 +1,4 @@
-"""Notifications (PROTOCOL.md sections 4 and 7): stored when pushed, delivered exactly once.
+"""Notifications (docs/protocol.md sections 4 and 7): stored when pushed, delivered exactly once.
 
 The delivery rule: a notification POSTed for a user who has a socket connected (on any node)
 is emitted at once to all of that user's sockets and stored as delivered. For a user with no

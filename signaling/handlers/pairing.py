@@ -1,4 +1,4 @@
-"""Pairing (PROTOCOL.md section 5): match two waiting clients into a mesh video room of two."""
+"""Pairing (docs/protocol.md section 5): match two waiting clients into a mesh video room of two."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Studies (PROTOCOL.md section 4): presence, study chat with history, typing, read receipts."""
+"""Studies (docs/protocol.md section 4): presence, study chat and its history, typing, receipts."""
 
 from __future__ import annotations
 

@@ -8,7 +8,14 @@ from typing import Any
 from signaling.auth import MembershipChecker
 from signaling.config import Settings
 from signaling.dispatch import model_parser
-from signaling.domain import ChatMessage, ModeChange, Participant, VideoRoom, check_room_claim
+from signaling.domain import (
+    ChatMessage,
+    ModeChange,
+    Participant,
+    Policy,
+    VideoRoom,
+    check_room_claim,
+)
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
 from signaling.history import History, utcnow
 from signaling.history.base import parse_iso
@@ -102,7 +109,7 @@ class VideoRooms:
         study_id: str | None = None,
         *,
         participant: Participant | None = None,
-        policy: str | None = None,
+        policy: Policy | None = None,
         sfu: bool = False,
     ) -> dict[str, Any]:
         """Puts a socket in a room and tells everyone; used by joins and by pairing."""
@@ -120,7 +127,7 @@ class VideoRooms:
             opened = slot.value is None
             room = slot.value or VideoRoom.open(
                 room_id,
-                policy or settings.room_mode,  # type: ignore[arg-type]
+                policy or settings.room_mode,
                 settings.mesh_max,
                 study_id,
             )

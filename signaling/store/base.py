@@ -24,6 +24,22 @@ class Slot(Generic[R]):
     value: R | None
 
 
+class StoreError(Exception):
+    """The store could not serve an edit; the message names no keys (it may reach a client).
+
+    A storage failure, not a client's mistake: the dispatcher maps it to INTERNAL with this
+    message (the client may try again); the details are in the store's log.
+    """
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class StoreBusy(StoreError):
+    """A record stayed locked by another node (or this edit lost its lock): try again."""
+
+
 class Store(ABC):
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id

@@ -8,7 +8,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from signaling.domain import Record
 from signaling.store.base import R, Slot, Store
@@ -115,6 +114,3 @@ class MemoryStore(Store):
 
     async def close(self) -> None:
         self._subscribers.clear()
-
-    def debug_counts(self) -> dict[str, Any]:
-        return {"records": len(self._records), "locks": len(self._locks), "lists": len(self._lists)}

@@ -33,8 +33,7 @@ from redis.asyncio.lock import Lock
 from redis.commands.core import AsyncScript
 from redis.exceptions import LockError, RedisError
 
-from signaling.errors import ErrorCode, SignalingError
-from signaling.store.base import R, Slot, Store
+from signaling.store.base import R, Slot, Store, StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +66,6 @@ return 1
 
 class StoreUnavailable(RuntimeError):
     """Redis cannot be reached at start-up: the node must not run half-connected."""
-
-
-class StoreBusy(SignalingError):
-    """A record stayed locked by another node (or this edit lost its lock): try again.
-
-    The message goes to the client as is, so it names no keys; the details are logged.
-    """
-
-    code = ErrorCode.INTERNAL
 
 
 def redact_url(url: str) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from devtools.poll import poll_until
 from signaling.domain import ChatMessage, Notification, User
 from signaling.history import open_history, utcnow
 from signaling.history.base import iso
@@ -262,10 +262,11 @@ async def test_cleanup_deletes_history_older_than_history_days(
         history_days=30,
         history_cleanup_s=0.1,
     ) as server:
-        deadline = time.monotonic() + 10
-        while [m["id"] for m in await all_messages(server.url, study)] != [recent.id]:
-            assert time.monotonic() < deadline, "old messages were not cleaned up"
-            await asyncio.sleep(0.05)
+
+        async def cleaned() -> bool:
+            return [m["id"] for m in await all_messages(server.url, study)] == [recent.id]
+
+        await poll_until(cleaned, 10, interval=0.05, message="old messages were not cleaned up")
         async with connected(server.url, user) as (client,):
             marker = await notify(server.url, user, "marker")
             assert (await client.next("notification"))["id"] == marker  # the old one is gone

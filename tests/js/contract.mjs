@@ -1,4 +1,4 @@
-// The wire contract (PROTOCOL.md) seen by a client written from the documents with the
+// The wire contract (docs/protocol.md) seen by a client written from the documents with the
 // official socket.io-client from npm. Usage: node contract.mjs <url> [apiKey] [section...]
 // Each section prints PASS/FAIL with its name; the exit code is non-zero if any failed.
 import assert from 'node:assert/strict';
@@ -447,7 +447,7 @@ async function http() {
   assert.equal(health.auth, 'open');
 }
 
-// PROTOCOL.md section 1: `user` is `{ id, name, avatar }` wherever other clients see it,
+// docs/protocol.md section 1: `user` is `{ id, name, avatar }` wherever other clients see it,
 // chat messages included (room-state and user-joined carry `avatar: null`).
 async function chatUserShape() {
   const aId = unique('shape');

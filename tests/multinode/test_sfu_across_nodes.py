@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from tests.clients import Client
 from tests.multinode.cluster import two_nodes
 from tests.sfu.peers import PeerClient, SocketPlane

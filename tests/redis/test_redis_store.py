@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
+from devtools.poll import poll_until
 from signaling.domain import (
     ChatMessage,
     GuideMember,
@@ -39,15 +39,6 @@ def user(n: int) -> User:
 
 def participant(n: int, node: str = "node-a") -> Participant:
     return Participant(socketId=f"s{n}", userId=f"u{n}", user=user(n), node=node)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Polls an observable condition until it holds, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
 
 
 def samples() -> list[tuple[type[Record], str, Record, Callable[[Record], None]]]:
@@ -196,7 +187,7 @@ async def test_claim_is_exclusive_until_it_expires(two_nodes: tuple[Store, Store
     async def claimable() -> bool:
         return await b.claim("sweep", 10)
 
-    await until(claimable, within=3)
+    await poll_until(claimable, 3)
     assert await a.claim("sweep", 10) is False
 
 
@@ -264,7 +255,7 @@ async def test_dead_node_is_reported_once_its_heartbeat_expires(
     async def a_is_dead() -> bool:
         return await b.dead_nodes() == ["node-a"]
 
-    await until(a_is_dead, within=3)
+    await poll_until(a_is_dead, 3)
     assert await a.dead_nodes() == []  # a node never reports itself
     await b.forget_node("node-a")
     assert await b.dead_nodes() == []

@@ -15,7 +15,8 @@ from typing import Any, Literal, Protocol
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from benchmarks._media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
+from devtools.media import Clip, Received, ReplayTrack, hook_publisher, receive_encoded
+from devtools.poll import poll_until
 from sfu._aiortc import COUNTERS
 
 TIMEOUT = 10.0
@@ -53,24 +54,11 @@ async def until(event: asyncio.Event, pred: Callable[[], bool], timeout: float =
     await asyncio.wait_for(loop(), timeout)
 
 
-async def poll_until(pred: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Bounded wait for a condition no single event announces (checked every 20 ms)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
 async def settle_tasks(baseline: int, timeout: float = TIMEOUT) -> int:
-    """Wait (bounded) for the loop's task count to fall back to ``baseline``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        count = len(asyncio.all_tasks())
-        if count <= baseline or asyncio.get_running_loop().time() > deadline:
-            return count
-        await asyncio.sleep(0.02)
+    """Wait (bounded) for the loop's task count to fall back to ``baseline``; the count."""
+    with contextlib.suppress(TimeoutError):
+        await poll_until(lambda: len(asyncio.all_tasks()) <= baseline, timeout)
+    return len(asyncio.all_tasks())
 
 
 Mode = Literal["fill", "add-first", "none"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from benchmarks._media import Clip
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+from devtools.media import Clip
+from devtools.poll import poll_until
 from sfu import MediaPlane
 
 from .peers import DecodeCounter, PeerClient
@@ -104,6 +105,14 @@ async def test_chromium_publishes_on_recvonly_mlines_and_receives_by_stream_id(
                 for cand in await page.evaluate("() => window.cands.splice(0)"):
                     await plane.candidate(ROOM, "alice", cand)
 
+        def decoded(stream: str, n: int) -> Callable[[], Awaitable[bool]]:
+            """True once Chromium decoded `n` frames of `stream`."""
+
+            async def check() -> bool:
+                return bool(await page.evaluate("(s) => window.decoded(s)", stream) >= n)
+
+            return check
+
         bob = PeerClient(plane, ROOM, "bob", vp8_clip, opus_clip, mode="fill")
         signaling = asyncio.create_task(signal())
         try:
@@ -114,11 +123,9 @@ async def test_chromium_publishes_on_recvonly_mlines_and_receives_by_stream_id(
             await bob.wait_frames("audio", ["alice"], n=10)
             assert bob.frames_by_stream("video")["alice"][0][0] is True
             # bob's replayed VP8 is decoded by Chromium, and its stream id is "bob"
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            while await page.evaluate("() => window.decoded('bob')") < 10:
-                assert loop.time() < deadline, "Chromium decoded no frames from bob"
-                await asyncio.sleep(0.1)
+            await poll_until(
+                decoded("bob", 10), 15, interval=0.1, message="Chromium decoded no frames from bob"
+            )
             tracks = await page.evaluate("() => window.tracks")
             assert {"kind": "video", "stream": "bob"} in tracks
             assert {"kind": "audio", "stream": "bob"} in tracks
@@ -129,17 +136,22 @@ async def test_chromium_publishes_on_recvonly_mlines_and_receives_by_stream_id(
             mlines = await page.evaluate("() => pc.getTransceivers().length")
             await plane.leave(ROOM, "bob")
             await bob.close()
-            deadline = loop.time() + 10
-            while await page.evaluate("() => window.inactive()") < 2:
-                assert loop.time() < deadline, "bob's m-lines never became inactive"
-                await asyncio.sleep(0.05)
+
+            async def inactive() -> bool:
+                return bool(await page.evaluate("() => window.inactive()") >= 2)
+
+            await poll_until(
+                inactive, 10, interval=0.05, message="bob's m-lines never became inactive"
+            )
             carol = PeerClient(plane, ROOM, "carol", vp8_clip, opus_clip, mode="fill")
             await carol.join()
             await carol.wait_frames("video", ["alice"], n=5)
-            deadline = loop.time() + 15
-            while await page.evaluate("() => window.decoded('carol')") < 10:
-                assert loop.time() < deadline, "Chromium decoded no frames from carol"
-                await asyncio.sleep(0.1)
+            await poll_until(
+                decoded("carol", 10),
+                15,
+                interval=0.1,
+                message="Chromium decoded no frames from carol",
+            )
             tracks = await page.evaluate("() => window.tracks")
             assert {"kind": "video", "stream": "carol"} in tracks
             assert await page.evaluate("() => pc.getTransceivers().length") == mlines

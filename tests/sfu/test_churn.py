@@ -6,10 +6,11 @@ import asyncio
 import threading
 from typing import Any
 
-from benchmarks._media import Clip
+from devtools.media import Clip
+from devtools.poll import poll_until
 from sfu import MediaPlane
 
-from .peers import PeerClient, poll_until, settle_tasks, until
+from .peers import TIMEOUT, PeerClient, settle_tasks, until
 
 ROOM = "churn"
 
@@ -52,7 +53,7 @@ async def test_join_leave_churn_leaves_nothing_behind(
                 )
             )
 
-        await poll_until(stable)
+        await poll_until(stable, TIMEOUT)
         offers = (len(alice.offers), len(bob.offers))
         for i in range(20):
             await plane.join(ROOM, f"ghost-{i}", _ignore)

@@ -10,7 +10,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import unpack_remb_fci
 
-from benchmarks._media import Clip, encode_h264_clip
+from devtools.media import Clip, encode_h264_clip
 from sfu import MediaConfig, MediaError, MediaLoss, MediaPlane, _aiortc
 from sfu._aiortc import COUNTERS
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from sfu import MediaConfig, MediaError, MediaLoss, MediaPlane
 
 from .peers import PeerClient, until

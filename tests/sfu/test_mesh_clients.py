@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from sfu import MediaPlane
 from sfu.mesh import MeshParticipant
 

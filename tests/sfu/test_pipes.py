@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from sfu import MediaConfig, MediaPlane
 from sfu.pipes import PipedSource
 

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from sfu.commands import Answer, Candidate, Event, Join, Leave, MediaLost, OfferToClient, Refused
 from sfu.pool import WorkerPool
 from sfu.workers import PoolConfig

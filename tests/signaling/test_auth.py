@@ -1,4 +1,4 @@
-"""Auth (PROTOCOL.md section 1): open mode, HS256 JWTs, the verify URL, the membership URL."""
+"""Auth (docs/protocol.md section 1): open mode, HS256 JWTs, the verify URL, the membership URL."""
 
 from __future__ import annotations
 

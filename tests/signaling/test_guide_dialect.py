@@ -1,4 +1,4 @@
-"""The guide's unprefixed dialect: PROTOCOL.md section 3."""
+"""The guide's unprefixed dialect: docs/protocol.md section 3."""
 
 from __future__ import annotations
 

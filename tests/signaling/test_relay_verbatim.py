@@ -1,5 +1,5 @@
 """The relay passes `offer` / `answer` / `candidate` on as the sender built them, in both
-dialects (PROTOCOL.md section 2), after the size and type checks."""
+dialects (docs/protocol.md section 2), after the size and type checks."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from benchmarks._media import Clip
+from devtools.media import Clip
 from tests.clients import Client, http_json
 from tests.server import inprocess_server, running_server
 from tests.sfu.peers import PeerClient, SocketPlane

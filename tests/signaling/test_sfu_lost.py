@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from benchmarks._media import Clip
+from devtools.media import Clip
+from devtools.poll import poll_until
 from tests.clients import Client
 from tests.server import inprocess_server
-from tests.sfu.peers import PeerClient, SocketPlane, poll_until
+from tests.sfu.peers import TIMEOUT, PeerClient, SocketPlane
 
 
 def ufrag(sdp: str) -> str:
@@ -66,7 +67,7 @@ async def test_an_unanswered_sfu_offer_is_repeated_once_then_the_media_dropped()
             assert "no answer" in error["message"]
             media = server.application.media
             assert media is not None
-            await poll_until(lambda: media.stats()["total"]["peer_connections"] == 0)
+            await poll_until(lambda: media.stats()["total"]["peer_connections"] == 0, TIMEOUT)
             # Its signaling stays: still in the room, still served.
             ack = await mute.call("video:chat", {"roomId": "s", "content": "still here"})
             assert ack["ok"] is True

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from benchmarks._media import Clip
+from devtools.media import Clip
+from devtools.poll import poll_until
 from tests.clients import Client
 from tests.server import InProcess, inprocess_server
-from tests.sfu.peers import DecodeCounter, PeerClient, SocketPlane, poll_until
+from tests.sfu.peers import TIMEOUT, DecodeCounter, PeerClient, SocketPlane
 
 
 @asynccontextmanager
@@ -63,9 +64,9 @@ async def test_sfu_room_forwards_everyone_to_everyone_by_socket_id(
         # Someone leaves: the others are renegotiated and keep receiving each other.
         ann, ben, cat = group
         await cat.plane.client.call("video:leave-room", {"roomId": "s"})  # type: ignore[attr-defined]
-        await poll_until(lambda: media.stats()["rooms"]["s"]["peer_connections"] == 2)
+        await poll_until(lambda: media.stats()["rooms"]["s"]["peer_connections"] == 2, TIMEOUT)
         seen = ann.count_from("video", ben.id)
-        await poll_until(lambda: ann.count_from("video", ben.id) > seen + 5)
+        await poll_until(lambda: ann.count_from("video", ben.id) > seen + 5, TIMEOUT)
 
 
 async def test_client_offers_to_the_sfu_are_refused() -> None:
@@ -111,5 +112,5 @@ async def test_auto_mode_switches_to_sfu_at_four_and_back_to_mesh_at_two(
         for peer in (p1, p2):
             changed = await peer.plane.client.next("video:mode-changed")  # type: ignore[attr-defined]
             assert changed == {"roomId": "a", "mode": "mesh"}
-        await poll_until(lambda: "a" not in media.stats()["rooms"])
+        await poll_until(lambda: "a" not in media.stats()["rooms"], TIMEOUT)
         assert media.stats()["total"]["peer_connections"] == 0

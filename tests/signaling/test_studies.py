@@ -1,4 +1,4 @@
-"""Studies, presence, study chat, notifications and task events: PROTOCOL.md sections 4 and 7."""
+"""Studies, presence, study chat, notifications, task events: docs/protocol.md sections 4 and 7."""
 
 from __future__ import annotations
 

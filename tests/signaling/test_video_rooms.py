@@ -1,4 +1,4 @@
-"""Video rooms through python-socketio's AsyncClient: PROTOCOL.md section 2 (mesh)."""
+"""Video rooms through python-socketio's AsyncClient: docs/protocol.md section 2 (mesh)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-// Wire types from PROTOCOL.md section 2, as JSDoc so `tsc --checkJs` keeps us honest.
+// Wire types from docs/protocol.md section 2, as JSDoc so `tsc --checkJs` keeps us honest.
 
 /** @typedef {'mesh' | 'sfu'} Mode */
 /** @typedef {{ id: string, name?: string | null, avatar?: string | null }} User */

@@ -18,7 +18,7 @@ import numpy as np
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from benchmarks._frames import EncodedFrame, FrameAssembler, install_assembler
+from devtools.frames import EncodedFrame, FrameAssembler, install_assembler
 from sfu._aiortc import hook_keyframe_requests
 
 VIDEO_CLOCK = 90000

@@ -1,0 +1,6 @@
+"""Tooling shared by the tests and the benchmarks (which may not import `tests`).
+
+`server`: run `python -m signaling` (or any command that prints its Listening line);
+`media` and `frames`: pre-encoded clips to publish and frames reassembled on receipt;
+`poll`: one bounded wait for a condition no event announces.
+"""
