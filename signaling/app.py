@@ -21,7 +21,7 @@ from aiohttp import web
 from signaling.auth import Authenticator, MembershipChecker
 from signaling.config import Settings
 from signaling.dispatch import Dispatcher
-from signaling.handlers import GuideRooms, Notifications, Pairing, Studies, VideoRooms
+from signaling.handlers import GuideRooms, InCall, Notifications, Pairing, Studies, VideoRooms
 from signaling.history import open_history, utcnow
 from signaling.http import Api, setup_routes
 from signaling.media import MediaRouter
@@ -135,6 +135,16 @@ class Application:
         )
         self.video = VideoRooms(
             events, sockets, store, self.history, self.checker, limits, self.router, settings, node
+        )
+        self.in_call = InCall(
+            events,
+            sockets,
+            store,
+            self.history,
+            limits,
+            self.video.members,
+            self.router,
+            chat_history=settings.chat_history,
         )
         self.guide = GuideRooms(
             events,

@@ -19,6 +19,7 @@ from operator import attrgetter
 from typing import Generic, TypeVar
 
 from signaling.domain import Record
+from signaling.errors import NotInRoom
 from signaling.store import Store
 
 R = TypeVar("R", bound=Record)
@@ -57,6 +58,11 @@ class Membership(Generic[R]):
             return sorted(self._local.get(sid, ()))
         (room_id,) = await self.store.get_index(self.index, sid)
         return [] if room_id is None else [room_id]
+
+    async def check(self, sid: str, room_id: str) -> None:
+        """Refuses a socket that is not in ``room_id`` (`NOT_IN_ROOM`)."""
+        if room_id not in await self.rooms_of(sid):
+            raise NotInRoom("not in this room")
 
     def holds(self, sid: str, room_id: str) -> bool:
         """Whether a socket of this node is in ``room_id`` (the local mapping only)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from signaling.handlers.guide import GuideRooms
+from signaling.handlers.in_call import InCall
 from signaling.handlers.notifications import Notifications
 from signaling.handlers.pairing import Pairing
 from signaling.handlers.studies import Studies
 from signaling.handlers.video import VideoRooms
 
-__all__ = ["GuideRooms", "Notifications", "Pairing", "Studies", "VideoRooms"]
+__all__ = ["GuideRooms", "InCall", "Notifications", "Pairing", "Studies", "VideoRooms"]

@@ -17,8 +17,8 @@ from signaling.domain import (
     check_room_claim,
 )
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
+from signaling.handlers.calls import record_join, record_leave
 from signaling.history import History, utcnow
-from signaling.history.base import parse_iso
 from signaling.media import SFU, MediaRouter, Seat
 from signaling.membership import Membership
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
@@ -29,9 +29,6 @@ from signaling.models import (
     Limits,
     Offer,
     RoomRef,
-    ToggleAudio,
-    ToggleVideo,
-    VideoChat,
 )
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
@@ -83,11 +80,6 @@ class VideoRooms:
         on("video:offer", model_parser(Offer))(self.offer)
         on("video:answer", model_parser(Answer))(self.answer)
         on("video:ice-candidate", model_parser(IceCandidate))(self.ice_candidate)
-        on("video:toggle-audio", model_parser(ToggleAudio))(self.toggle_audio)
-        on("video:toggle-video", model_parser(ToggleVideo))(self.toggle_video)
-        on("video:start-screen-share", model_parser(RoomRef))(self.start_screen_share)
-        on("video:stop-screen-share", model_parser(RoomRef))(self.stop_screen_share)
-        on("video:chat", model_parser(VideoChat))(self.chat)
 
     # -- membership -------------------------------------------------------------------------
 
@@ -136,7 +128,7 @@ class VideoRooms:
             if self.media.available:
                 room.place_media(self.node_id)
             slot.value = room
-        self._record_join(room, participant, opened, rejoin, change)
+        record_join(self.history, room, participant, opened, rejoin, change)
         await self.members.enter(sid, room_id)
         if opened or change is not None:
             await self._index_media(room)
@@ -176,7 +168,7 @@ class VideoRooms:
         await self.members.forget([sid], room_id)
         if room is None or participant is None:
             return
-        self._record_leave(room, sid, change)
+        record_leave(self.history, room, sid, change)
         if room.empty or change is not None:
             await self._index_media(room)
         remaining = [p.socketId for p in room.participants.values()]
@@ -241,35 +233,8 @@ class VideoRooms:
     async def _checked_room(self, conn: Conn, room_id: str) -> str:
         """The room id, once it is valid and the socket is in that room."""
         self.limits.room_id(room_id)
-        if await self.members.room_of(conn.sid) != room_id:
-            raise NotInRoom("not in this room")
+        await self.members.check(conn.sid, room_id)
         return room_id
-
-    # -- call history (write-behind) ------------------------------------------------------------
-
-    def _record_join(
-        self,
-        room: VideoRoom,
-        participant: Participant,
-        opened: bool,
-        rejoin: bool,
-        change: ModeChange | None,
-    ) -> None:
-        history, at = self.history, parse_iso(participant.joinedAt)
-        if opened:
-            history.call_started(room.callId, room.id, room.studyId, room.mode, at)
-        if not rejoin:
-            history.participant_joined(room.callId, participant.socketId, participant.user, at)
-        if change is not None:
-            history.mode_changed(room.callId, change.current, at)
-
-    def _record_leave(self, room: VideoRoom, sid: str, change: ModeChange | None) -> None:
-        at = utcnow()
-        self.history.participant_left(room.callId, sid, at)
-        if room.empty:
-            self.history.call_ended(room.callId, at)
-        elif change is not None:
-            self.history.mode_changed(room.callId, change.current, at)
 
     # -- topology -----------------------------------------------------------------------------
 
@@ -427,57 +392,6 @@ class VideoRooms:
             {"from": conn.sid, "candidate": payload.verbatim("candidate")},
             to=payload.to,
         )
-
-    # -- media flags and chat ---------------------------------------------------------------------
-
-    async def _set_media(self, conn: Conn, room_id: str, **flags: bool) -> VideoRoom:
-        await self._checked_room(conn, room_id)
-        async with self.store.edit(VideoRoom, room_id) as slot:
-            room = slot.value
-            if room is None:
-                raise NotInRoom("not in this room")
-            participant = room.set_media(conn.sid, **flags)
-        await self.emitter.emit(
-            "video:media-state-changed",
-            participant.media_state(),
-            to=[p.socketId for p in room.others(conn.sid)],
-        )
-        return room
-
-    async def toggle_audio(self, conn: Conn, payload: ToggleAudio) -> dict[str, Any]:
-        await self._set_media(conn, payload.roomId, is_muted=payload.isMuted)
-        return {"ok": True}
-
-    async def toggle_video(self, conn: Conn, payload: ToggleVideo) -> dict[str, Any]:
-        await self._set_media(conn, payload.roomId, is_video_off=payload.isVideoOff)
-        return {"ok": True}
-
-    async def start_screen_share(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        return await self._screen_share(conn, payload.roomId, True)
-
-    async def stop_screen_share(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        return await self._screen_share(conn, payload.roomId, False)
-
-    async def _screen_share(self, conn: Conn, room_id: str, sharing: bool) -> dict[str, Any]:
-        room = await self._set_media(conn, room_id, is_sharing_screen=sharing)
-        if room.mode == "sfu" and room.mediaNode is not None:
-            await self.media.screen_share(room.mediaNode, room_id, conn.sid, sharing)
-        return {"ok": True}
-
-    async def chat(self, conn: Conn, payload: VideoChat) -> dict[str, Any]:
-        await self._checked_room(conn, payload.roomId)
-        content = self.limits.chat(payload.content)
-        message = ChatMessage(roomId=payload.roomId, content=content, user=conn.identity.user)
-        room = await self.store.load(VideoRoom, payload.roomId)
-        if room is None:
-            raise NotInRoom("not in this room")
-        # The ack promises the message is stored; the room's live chat is in the store.
-        await self.history.add_message(message, call_id=room.callId)
-        await self.store.append_capped(
-            CHAT, payload.roomId, message.model_dump_json(), self.settings.chat_history
-        )
-        await self.emitter.emit("video:chat", message.wire(), to=list(room.participants))
-        return {"ok": True, "id": message.id}
 
 
 def _fresh_seat(p: Participant) -> Seat:
