@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import sys
 import time
@@ -50,6 +51,8 @@ from sfu import _aiortc
 
 MODES = ("forward", "floor")
 SETUP_TIMEOUT = 120.0
+JOIN_TIMEOUT = 30.0
+"""A join ack on a machine other work shares can take seconds; only a lost one is fatal."""
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PIPED = re.compile(r"^sfu_piped_packets_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
@@ -112,9 +115,16 @@ class Participant:
             self._offers.put_nowait(message["offer"])
 
     async def join(self, room: str) -> None:
-        await self.sio.connect(self.url, auth={"userId": self.name}, transports=["websocket"])
+        await self.sio.connect(
+            self.url,
+            auth={"userId": self.name},
+            transports=["websocket"],
+            wait_timeout=JOIN_TIMEOUT,
+        )
         self._task = asyncio.create_task(self._answer_offers())
-        ack = await self.sio.call("video:join-room", {"roomId": room, "sfu": True}, timeout=10)
+        ack = await self.sio.call(
+            "video:join-room", {"roomId": room, "sfu": True}, timeout=JOIN_TIMEOUT
+        )
         if not ack.get("ok"):
             raise RuntimeError(f"join refused: {ack}")
 
@@ -186,6 +196,8 @@ class Row:
     worker_cpu: list[float]
     worker_imbalance: float
     """(busiest - idlest) / busiest worker CPU; 0 with one worker."""
+    load_1m: float
+    """The machine's 1-minute load average at the end of the window (others share it)."""
 
 
 def _cpu(pid: int) -> float:
@@ -332,6 +344,7 @@ async def run_case(
                     if len(worker_cpu) > 1 and worker_cpu[-1] > 0
                     else 0.0
                 ),
+                load_1m=os.getloadavg()[0],
             )
         finally:
             for person in people:
@@ -408,6 +421,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
         "piped/s",
         "µs/piped",
         "imbalance",
+        "load 1m",
     )
     for col in cols:
         table.add_column(col, justify="right")
@@ -429,6 +443,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"{r['piped_packets_per_s']:.0f}",
             "-" if r["us_per_piped_packet"] is None else f"{r['us_per_piped_packet']:.1f}",
             f"{r['worker_imbalance']:.0%}",
+            f"{r['load_1m']:.1f}",
         )
     Console(width=170).print(table)
 
@@ -474,6 +489,10 @@ def serve(mode: str) -> None:
 
 
 async def _main(args: argparse.Namespace) -> list[Row]:
+    # SIGTERM cancels the run, so that each case's servers are stopped on the way out.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     clips = {
         "video": packetize(
             encode_vp8_clip(width=640, height=480, fps=30, seconds=4.0, bitrate=1_000_000)
@@ -490,7 +509,11 @@ async def _main(args: argparse.Namespace) -> list[Row]:
                     for k in nodes:
                         if mode == "floor" and (w, k) != (1, 1):
                             continue  # the floor is one process's: pipes have no floor twin
-                        row = await run_case(mode, n, args.seconds, args.warmup, clips, w, k)
+                        try:
+                            row = await run_case(mode, n, args.seconds, args.warmup, clips, w, k)
+                        except Exception as exc:  # one case's failure is not the run's
+                            print(f"# {mode} N={n} {w}x{k} failed: {exc!r}", flush=True)
+                            continue
                         print(json.dumps(vars(row)), flush=True)
                         rows.append(row)
     return rows

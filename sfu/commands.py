@@ -89,6 +89,9 @@ class CloseRoom(Command):
 class RemoteJoin(Command):
     """``participant`` joined the room on another worker or node (its tracks come later)."""
 
+    greet: bool = True
+    """Mesh clients here get an offer as it (a newcomer); not when it was there before them
+    and only now heard of (a mesh client's own offer to it named it first)."""
     name: ClassVar[str] = "remote-join"
 
 
@@ -164,6 +167,9 @@ class OfferToClient(Event):
 
     peer: str = "sfu"
     sdp: str = ""
+    replaces: bool = False
+    """A mesh client's fresh connection to ``peer`` in place of one it still holds (its
+    upload moved): clients written from the documents must drop the old one first."""
     name: ClassVar[str] = "offer-to-client"
 
 

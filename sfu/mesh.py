@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 MediaKinds = ("audio", "video")
 
 MeshSink = Callable[[str, str, dict[str, Any] | None], Awaitable[None]]
-"""``sink(peer, kind, payload)``: what the SFU, playing ``peer``, sends the client."""
+"""``sink(peer, kind, payload)``: what the SFU, playing ``peer``, sends the client (kind
+"offer", or "reoffer" for a connection in place of one the client still holds)."""
 
 
 def offered_kinds(sdp: str) -> list[str]:

@@ -166,8 +166,13 @@ class MeshLinks:
             self._uploaded(room, p, p.live - before)
 
     async def _offer_link(self, p: MeshParticipant, peer: str, upload: bool) -> None:
-        """A fresh link offered by the SFU as ``peer``, sent once more if unanswered."""
-        await self.drop(p, peer, move_upload=False)
+        """A fresh link offered by the SFU as ``peer``, sent once more if unanswered.
+
+        One that replaces a live link goes out as ``"reoffer"``: the client still holds its
+        connection to ``peer``, and the documents' clients keep it (a new one for every
+        offer), so signaling has them close it first (see `OfferToClient.replaces`)."""
+        replaced = await self.drop(p, peer, move_upload=False)
+        kind = "offer" if replaced is None else "reoffer"
         link = self._new_link(p, peer, upload)
         link.prepare(["audio", "video"], self._video_codec)
         resent = False
@@ -186,7 +191,7 @@ class MeshLinks:
                 self._spawn(self.drop(p, peer))
 
         sdp = await link.make_offer(self._answer_timeout_s, unanswered)
-        await p.sink(peer, "offer", {"type": "offer", "sdp": sdp})
+        await p.sink(peer, kind, {"type": "offer", "sdp": sdp})
 
     async def _move_upload(self, p: MeshParticipant) -> None:
         """The link carrying the client's own media is gone: another link takes it over

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, Gauge
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PEER_CONNECTIONS = Gauge(
@@ -57,6 +57,61 @@ class _PlaneCollector(Collector):
 
 
 REGISTRY.register(_PlaneCollector())
+
+
+class Workers(Protocol):
+    def worker_status(self) -> list[dict[str, Any]]:
+        """One entry per media worker (see `sfu.workers.Worker.status`)."""
+
+
+WORKER_GAUGES = (
+    ("up", "state", "1 while the media worker runs and takes participants, 0 while it restarts"),
+    ("participants", "participants", "Participants whose media runs on the worker"),
+    ("peer_connections", "peer_connections", "Peer connections the worker holds"),
+    (
+        "forwarded_packets_per_second",
+        "forwarded_packets_per_s",
+        "RTP packets/s the worker forwarded over its last second",
+    ),
+    (
+        "cpu_seconds_per_second",
+        "cpu_s_per_s",
+        "CPU-seconds per second of the worker's process over its last second",
+    ),
+    ("pipes", "pipes", "Pipe legs the worker sends down to other workers or nodes"),
+)
+WORKER_COUNTERS = (
+    ("cpu_seconds", "cpu_s", "CPU-seconds the worker's process used since it (re)started"),
+    ("restarts", "restarts", "Times the worker died and was started again"),
+)
+"""(metric name after ``sfu_worker_``, key of `Workers.worker_status`, help)."""
+
+_pools: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+class _WorkerCollector(Collector):
+    """Per-worker series, labelled ``worker`` (its index: a restarted worker keeps it)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = [entry for pool in list(_pools) for entry in pool.worker_status()]
+        for name, key, help_text in WORKER_GAUGES:
+            gauge = GaugeMetricFamily(f"sfu_worker_{name}", help_text, labels=["worker"])
+            for entry in status:
+                value = entry[key] == "up" if key == "state" else entry.get(key, 0)
+                gauge.add_metric([str(entry["index"])], float(value))
+            yield gauge
+        for name, key, help_text in WORKER_COUNTERS:
+            counter = CounterMetricFamily(f"sfu_worker_{name}", help_text, labels=["worker"])
+            for entry in status:
+                counter.add_metric([str(entry["index"])], float(entry.get(key, 0)))
+            yield counter
+
+
+REGISTRY.register(_WorkerCollector())
+
+
+def register_workers(pool: Workers) -> None:
+    _pools.add(pool)
 
 
 def register(plane: Counted) -> None:

@@ -440,9 +440,9 @@ class MediaPlane:
         if p is not None:
             self.pipes.sync((room_id, participant_id), tracks(p))
 
-    async def remote_join(self, room_id: str, participant_id: str) -> None:
+    async def remote_join(self, room_id: str, participant_id: str, greet: bool = True) -> None:
         """A participant whose media runs on another worker joined: mesh clients here get
-        an offer as it, and its tracks arrive later (`remote_tracks`)."""
+        an offer as it (unless not ``greet``), and its tracks arrive later (`remote_tracks`)."""
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self.config.video_codec)
@@ -450,7 +450,8 @@ class MediaPlane:
             return
         remote = RemoteParticipant(room_id, participant_id, self._source_config)
         room.participants[participant_id] = remote
-        await self.links.greet(room, remote)
+        if greet:
+            await self.links.greet(room, remote)
 
     async def remote_tracks(
         self, room_id: str, participant_id: str, origin: Address, described: list[PipedSource]

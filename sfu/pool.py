@@ -10,13 +10,17 @@ fresh connection, placed on a live worker).
 
 Across nodes the same happens over a `Bus` (Redis pub/sub): each node runs the media of
 its own clients, tells the others who of a room it holds, what they publish and which of
-its pipes host the room, and pipes its publishers to the other nodes' workers.
+its pipes host the room, and pipes its publishers to the other nodes' workers. Every node
+keeps what it hears of every room, hosted here or not, so that a participant joining here
+finds the room's far members already known (a mesh client is never offered, as a newcomer,
+someone who was there before it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -84,26 +88,42 @@ class WorkerPool:
         self._far_pipes: dict[str, dict[str, set[Address]]] = {}
         """room -> node -> the pipes of its workers that host the room."""
         self._next = itertools.count()
+        self._lost: set[tuple[str, str]] = set()
+        """Participants whose worker died, until they join again or leave."""
         self._closing = False
         metrics.register(self)
+        metrics.register_workers(self)
+
+    def use_bus(self, node: str, bus: Bus) -> None:
+        """Rooms span nodes: this pool is ``node`` on ``bus`` (before `start`)."""
+        self.config = dataclasses.replace(self.config, node=node)
+        self.bus = bus
 
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers))
+        await self._say({"t": "sync"})  # a node (re)started: the others say what they hold
 
     # ------------------------------------------------------------------ commands
 
     async def run(self, command: Command) -> Reply:
         try:
             return await self._run(command)
-        except (WorkerGone, TimeoutError) as exc:
+        except WorkerGone as exc:
+            logger.info("media command %s: %s", command.name, exc)
+            if isinstance(command, Offer):
+                return Refused("the media server restarted; offer again")
+            # What it said belonged to the connection that died; a fresh one is offered.
+            return Done()
+        except TimeoutError as exc:
             logger.warning("media command %s: %s", command.name, exc)
-            return Refused("the media server restarted; the connection will be offered again")
+            return Refused("the media server did not answer in time")
 
     async def _run(self, command: Command) -> Reply:
         room, who = command.room, command.participant
         if isinstance(command, Join | JoinMesh):
             return await self._join(command)
         if isinstance(command, CloseRoom):
+            self._lost = {key for key in self._lost if key[0] != room}
             for host in set(self._rooms.pop(room, {}).values()):
                 await host.call(command)
             for key in [k for k in self._where if k[0] == room]:
@@ -113,13 +133,19 @@ class WorkerPool:
             return Done()
         worker = self._where.get((room, who))
         if worker is None:
+            if (room, who) in self._lost and not isinstance(command, Offer):
+                if isinstance(command, Leave):
+                    self._lost.discard((room, who))
+                return Done()  # its worker died: a fresh connection is on its way
             return Refused(f"{who!r} is not in media room {room!r}")
         if isinstance(command, Leave):
             return await self._leave(worker, room, who)
         if isinstance(command, Offer) and not self._known(room, command.peer):
             # The peer is in the room (signaling checked) but its node has not told us yet.
+            # It was there before the client (it offers to it): no offer to it as a newcomer.
             self._far.setdefault(room, {})[command.peer] = _Far("")
-            await worker.call(RemoteJoin(room, command.peer))
+            for host in self._hosts(room):
+                await host.call(RemoteJoin(room, command.peer, greet=False))
         return await worker.call(command)
 
     def _known(self, room: str, who: str) -> bool:
@@ -145,6 +171,7 @@ class WorkerPool:
 
     async def _join(self, command: Join | JoinMesh) -> Reply:
         room, who = command.room, command.participant
+        self._lost.discard((room, who))
         old = self._where.get((room, who))
         if old is not None:
             await self._leave(old, room, who)
@@ -197,9 +224,7 @@ class WorkerPool:
             await self._say_hosting(room)
         await self._say({"t": "member", "room": room, "participant": who, "joined": False})
         if not members:
-            self._rooms.pop(room, None)
-            self._far.pop(room, None)
-            self._far_pipes.pop(room, None)
+            self._rooms.pop(room, None)  # what the other nodes hold of it stays known
         return reply
 
     def _forget(self, key: tuple[str, str]) -> None:
@@ -252,8 +277,12 @@ class WorkerPool:
             len(lost),
         )
         dead_pipe = worker.pipe
+        fresh = Worker(worker.index, self)
+        fresh.restarts = worker.restarts + 1
+        self.workers[worker.index] = fresh  # "restarting": placement skips it until it is up
         for room, who in lost:
             self._forget((room, who))
+            self._lost.add((room, who))
             for host in self._hosts(room):
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await host.call(RemoteLeave(room, who))
@@ -262,17 +291,31 @@ class WorkerPool:
             for other, home in members.items():
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await home.call(Unpipe(room, other, dead_pipe))
-        fresh = Worker(worker.index, self)
-        fresh.restarts = worker.restarts + 1
-        self.workers[worker.index] = fresh
-        try:
-            await fresh.start()
-        except Exception:
-            logger.exception("media worker %d did not come back", worker.index)
         for room in {room for room, _ in lost}:
             await self._say_hosting(room)
+        # Told before the restart: signaling offers them a fresh connection on a live worker
+        # at once, not after a process start.
         for room, who in lost:
             await self.on_event(MediaLost(room, who, "failed"))
+        await self._restart(worker.index)
+
+    async def _restart(self, index: int) -> None:
+        """Starts the worker at ``index`` again, backing off while it fails to start."""
+        delay = 0.5
+        while not self._closing:
+            fresh = self.workers[index]
+            assert isinstance(fresh, Worker)
+            try:
+                await fresh.start()
+                return
+            except Exception:
+                logger.exception("media worker %d did not come back; retrying", index)
+                await fresh.stop()
+                again = Worker(index, self)
+                again.restarts = fresh.restarts
+                self.workers[index] = again
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     # ------------------------------------------------------------------ other nodes
 
@@ -290,16 +333,13 @@ class WorkerPool:
         if not isinstance(node, str) or node == self.config.node:
             return
         kind, room = message.get("t"), message.get("room")
+        if kind == "sync":
+            for each in [room] if isinstance(room, str) else list(self._rooms):
+                await self._answer_sync(each)
+            return
         if not isinstance(room, str):
             return
-        if kind == "sync":
-            await self._answer_sync(room)
-            return
-        if room not in self._rooms:
-            # Nothing of this room runs here; what we hear now is learned again by sync.
-            if kind == "hosting":
-                self._far_pipes.setdefault(room, {})[node] = _addresses(message.get("pipes"))
-            return
+        # Kept for rooms not hosted here too: a participant joining here finds them known.
         who = message.get("participant")
         if kind == "member" and isinstance(who, str):
             await self._far_member(room, node, who, bool(message.get("joined")))
@@ -328,16 +368,21 @@ class WorkerPool:
         await self._say_hosting(room)
 
     async def _far_member(self, room: str, node: str, who: str, joined: bool) -> None:
-        far = self._far.setdefault(room, {})
         if joined:
+            far = self._far.setdefault(room, {})
             if who not in far:
                 far[who] = _Far(node)
                 for host in self._hosts(room):
                     await host.call(RemoteJoin(room, who))
             far[who].node = node
-        elif far.pop(who, None) is not None:
-            for host in self._hosts(room):
-                await host.call(RemoteLeave(room, who))
+            return
+        far = self._far.get(room, {})
+        if far.pop(who, None) is None:
+            return
+        if not far:
+            self._far.pop(room, None)
+        for host in self._hosts(room):
+            await host.call(RemoteLeave(room, who))
 
     async def _far_tracks(self, room: str, node: str, who: str, message: dict[str, Any]) -> None:
         await self._far_member(room, node, who, True)
@@ -352,8 +397,14 @@ class WorkerPool:
             await host.call(RemoteTracks(room, who, far.origin, tracks))
 
     async def _far_hosting(self, room: str, node: str, pipes: set[Address]) -> None:
-        before = self._far_pipes.setdefault(room, {}).get(node, set())
-        self._far_pipes[room][node] = pipes
+        known = self._far_pipes.setdefault(room, {})
+        before = known.get(node, set())
+        if pipes:
+            known[node] = pipes
+        else:
+            known.pop(node, None)
+            if not known:
+                self._far_pipes.pop(room, None)
         for who, home in self._rooms.get(room, {}).items():
             if not self._tracks.get((room, who)):
                 continue
@@ -363,14 +414,21 @@ class WorkerPool:
                 await home.call(Unpipe(room, who, address))
 
     async def node_gone(self, node: str) -> None:
-        """Another node died: its participants leave every room here, its pipes close."""
+        """Another node died: its participants leave every room here, its pipes close, and
+        this node's own participants keep their media."""
+        if node == self.config.node:
+            return
         for room, far in list(self._far.items()):
             for who in [w for w, f in far.items() if f.node == node]:
-                await self._far_member(room, node, who, False)
-            for address in self._far_pipes.get(room, {}).pop(node, set()):
+                with contextlib.suppress(WorkerGone, TimeoutError):
+                    await self._far_member(room, node, who, False)
+        for room, by_node in list(self._far_pipes.items()):
+            for address in by_node.pop(node, set()):
                 for who, home in self._rooms.get(room, {}).items():
                     with contextlib.suppress(WorkerGone, TimeoutError):
                         await home.call(Unpipe(room, who, address))
+            if not by_node:
+                self._far_pipes.pop(room, None)
 
     # ------------------------------------------------------------------ stats
 
@@ -390,7 +448,12 @@ class WorkerPool:
                     merged[key] = merged.get(key, 0) + value
             for key in total:
                 total[key] += stats.get("total", {}).get(key, 0)
-        return {"rooms": rooms, "total": total, "workers": [w.status() for w in self.workers]}
+        return {"rooms": rooms, "total": total, "workers": self.worker_status()}
+
+    def worker_status(self) -> list[dict[str, Any]]:
+        """Each worker: index, pid, state, participants, peer connections, forwarded
+        packets/s, CPU, pipes (what /health, /metrics and Prometheus show)."""
+        return [w.status() for w in self.workers]
 
     def counters(self) -> dict[str, dict[str, int]]:
         if isinstance(self.workers[0], InlineWorker):

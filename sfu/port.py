@@ -94,8 +94,8 @@ class LocalMedia:
                 await plane.screen_share(room, who, sharing)
             case CloseRoom():
                 await plane.close_room(room)
-            case RemoteJoin():
-                await plane.remote_join(room, who)
+            case RemoteJoin(greet=greet):
+                await plane.remote_join(room, who, greet)
             case RemoteTracks(origin=origin, tracks=tracks):
                 described = [PipedSource.from_wire(t) for t in tracks]
                 await plane.remote_tracks(room, who, origin, described)
@@ -120,8 +120,9 @@ class LocalMedia:
         self, room: str, who: str
     ) -> Callable[[str, str, dict[str, Any] | None], Awaitable[None]]:
         async def sink(peer: str, kind: str, payload: dict[str, Any] | None) -> None:
-            if kind == "offer" and payload is not None:
-                await self.on_event(OfferToClient(room, who, peer, payload["sdp"]))
+            if kind in ("offer", "reoffer") and payload is not None:
+                replaces = kind == "reoffer"
+                await self.on_event(OfferToClient(room, who, peer, payload["sdp"], replaces))
 
         return sink
 

@@ -58,6 +58,11 @@ class SourceConfig:
     """Missing packets tracked per source; beyond, the oldest are given up."""
     keyframe_interval_s: float = 0.5
     """At most one PLI per this interval per source."""
+    keyframe_retry_s: float = 1.0
+    """A keyframe asked for and not seen this long after is asked for again, while a
+    connected leg still waits: a lost PLI, or one sent before the publisher's first
+    packet (its first keyframe dropped before its SSRC was bound), would otherwise
+    freeze the legs until the publisher happens to send one."""
     min_bitrate: int = 150_000
     """REMB to a publisher never goes below this, whatever one subscriber reports."""
     max_bitrate: int = 3_000_000
@@ -137,6 +142,7 @@ class Source:
         """Extended seq -> [first seen missing, last NACKed, tries]."""
         self._nack_timer: asyncio.TimerHandle | None = None
         self._pli_timer: asyncio.TimerHandle | None = None
+        self._keyframe_check: asyncio.TimerHandle | None = None
         self._last_pli = -1e9
         self.closed = False
         # receiver-report state (RFC 3550 appendix A.3, A.8)
@@ -394,11 +400,21 @@ class Source:
             self._send_pli()
 
     def _send_pli(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._keyframe_check is None:
+            self._keyframe_check = loop.call_later(
+                self.config.keyframe_retry_s, self._check_keyframe
+            )
         if self.media_ssrc is None:
-            return  # nothing received yet: the first keyframe will come by itself
-        self._last_pli = asyncio.get_running_loop().time()
+            return  # nothing received yet: the check above asks again once packets come
+        self._last_pli = loop.time()
         self.keyframe_requests += 1
         self.upstream.send_rtcp(rtcp.pli(self.upstream.local_ssrc, self.media_ssrc))
+
+    def _check_keyframe(self) -> None:
+        self._keyframe_check = None
+        if not self.closed and any(leg.waiting and leg.output.connected() for leg in self.legs):
+            self.request_keyframe()
 
     # ---------------------------------------------------------------- RTCP
 
@@ -454,8 +470,8 @@ class Source:
     def close(self) -> None:
         """Stops timers; the plane detaches the legs (they stay, for the next source)."""
         self.closed = True
-        for timer in (self._nack_timer, self._pli_timer):
+        for timer in (self._nack_timer, self._pli_timer, self._keyframe_check):
             if timer is not None:
                 timer.cancel()
-        self._nack_timer = self._pli_timer = None
+        self._nack_timer = self._pli_timer = self._keyframe_check = None
         self.missing.clear()

@@ -16,7 +16,6 @@ import contextlib
 import gc
 import logging
 import os
-import resource
 import signal
 import socket
 import sys
@@ -30,15 +29,11 @@ from .commands import Command, Event
 from .config import MediaConfig
 from .plane import MediaPlane
 from .port import LocalMedia
+from .proc import cpu_seconds, rss
 from .source import SourceConfig
 
 logger = logging.getLogger("sfu.worker")
 STATS_INTERVAL_S = 1.0
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def serve(fd: int, settings: dict[str, Any]) -> None:
@@ -98,10 +93,10 @@ async def _commands(
 
 async def _report(plane: MediaPlane, writer: asyncio.StreamWriter) -> None:
     """Once a second: what this worker carries, for placement, /metrics and Prometheus."""
-    last_packets, last_cpu, last_at = 0, _cpu_seconds(), time.monotonic()
+    last_packets, last_cpu, last_at = 0, cpu_seconds(), time.monotonic()
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
-        now, cpu = time.monotonic(), _cpu_seconds()
+        now, cpu = time.monotonic(), cpu_seconds()
         stats = plane.stats()
         counters = plane.counters()
         packets = sum(counters["forwarded_packets"].values())
@@ -115,20 +110,13 @@ async def _report(plane: MediaPlane, writer: asyncio.StreamWriter) -> None:
                     "counters": counters,
                     "packets_per_s": (packets - last_packets) / elapsed,
                     "cpu_s_per_s": (cpu - last_cpu) / elapsed,
+                    "cpu_s": cpu,
                     "pipes": plane.pipes.count(),
-                    "rss": _rss(),
+                    "rss": rss(),
                 },
             )
         )
         last_packets, last_cpu, last_at = packets, cpu, now
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return 0
 
 
 def main(argv: list[str] | None = None) -> None:

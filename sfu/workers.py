@@ -13,6 +13,7 @@ import itertools
 import logging
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +25,7 @@ from .commands import Command, Event, Reply
 from .config import MediaConfig
 from .plane import MediaPlane
 from .port import LocalMedia
+from .proc import cpu_seconds, rss
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 EventSink = Callable[[Event], Awaitable[None]]
 CALL_TIMEOUT_S = 30.0
+STATS_INTERVAL_S = 1.0
 Address = tuple[str, int]
 
 
@@ -70,6 +73,7 @@ class Worker:
         self.participants: set[tuple[str, str]] = set()
         self.packets_per_s = 0.0
         self.cpu_s_per_s = 0.0
+        self.cpu_s = 0.0
         self.estimate = 0.0
         """Load placed since the last report (packets/s), so placement sees it at once."""
         self.pipes = 0
@@ -165,6 +169,7 @@ class Worker:
     def _stats(self, message: dict[str, Any]) -> None:
         self.packets_per_s = float(message["packets_per_s"])
         self.cpu_s_per_s = float(message["cpu_s_per_s"])
+        self.cpu_s = float(message.get("cpu_s", 0.0))
         self.pipes = int(message["pipes"])
         self.rss = int(message["rss"])
         self.last_stats = message["stats"]
@@ -175,6 +180,11 @@ class Worker:
         if self.state == "stopping":
             return
         self.state = "down"
+        if self._hello is not None and not self._hello.done():
+            # Died while starting: `start` raises, and whoever started it decides.
+            self._hello.set_exception(WorkerGone(f"media worker {self.index} died starting"))
+            self._events.put_nowait(None)
+            return
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(WorkerGone(f"media worker {self.index} died"))
@@ -207,18 +217,25 @@ class Worker:
                 await task
 
     def status(self) -> dict[str, Any]:
+        """What /health, /metrics and Prometheus show of this worker (as of its last report)."""
         return {
             "index": self.index,
             "pid": self.pid,
-            "state": self.state,
+            "state": _state(self.state, self.restarts),
             "participants": len(self.participants),
             "peer_connections": self.last_stats.get("total", {}).get("peer_connections", 0),
-            "packets_per_s": round(self.packets_per_s, 1),
+            "forwarded_packets_per_s": round(self.packets_per_s, 1),
             "cpu_s_per_s": round(self.cpu_s_per_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
             "pipes": self.pipes,
             "rss": self.rss,
             "restarts": self.restarts,
         }
+
+
+def _state(state: str, restarts: int) -> str:
+    """``starting`` again after a death is ``restarting`` (its participants are elsewhere)."""
+    return "restarting" if state == "starting" and restarts else state
 
 
 class InlineWorker:
@@ -237,10 +254,28 @@ class InlineWorker:
         self.port = LocalMedia(self.plane, self._queue_event)
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self.packets_per_s = 0.0
+        self.cpu_s_per_s = 0.0
 
     @property
     def load(self) -> float:
         return 0.0
+
+    async def _sample(self) -> None:
+        """Once a second, as a worker process reports itself (the CPU is the whole server
+        process's: signaling and media share it)."""
+        last_packets, last_cpu, last_at = self._forwarded(), cpu_seconds(), time.monotonic()
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            now, cpu, packets = time.monotonic(), cpu_seconds(), self._forwarded()
+            elapsed = max(now - last_at, 1e-6)
+            self.packets_per_s = (packets - last_packets) / elapsed
+            self.cpu_s_per_s = (cpu - last_cpu) / elapsed
+            last_packets, last_cpu, last_at = packets, cpu, now
+
+    def _forwarded(self) -> int:
+        return sum(self.plane.counters().get("forwarded_packets", {}).values())
 
     async def _queue_event(self, event: Event) -> None:
         self._events.put_nowait(event)
@@ -253,6 +288,7 @@ class InlineWorker:
         self.pid = os.getpid()
         self.state = "up"
         self._task = asyncio.create_task(self._deliver())
+        self._sampler = asyncio.create_task(self._sample())
 
     async def _deliver(self) -> None:
         while (event := await self._events.get()) is not None:
@@ -267,6 +303,8 @@ class InlineWorker:
     async def stop(self) -> None:
         self.state = "stopping"
         self._events.put_nowait(None)
+        if self._sampler is not None:
+            self._sampler.cancel()
         await self.port.close()
         if self.plane.pipe is not None:
             self.plane.pipe.close()
@@ -288,6 +326,10 @@ class InlineWorker:
             "state": self.state,
             "participants": len(self.participants),
             "peer_connections": total["peer_connections"],
+            "forwarded_packets_per_s": round(self.packets_per_s, 1),
+            "cpu_s_per_s": round(self.cpu_s_per_s, 3),
+            "cpu_s": round(cpu_seconds(), 3),
             "pipes": self.plane.pipes.count(),
+            "rss": rss(),
             "restarts": 0,
         }

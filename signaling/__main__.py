@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--port", type=int, help="port, 0 for any free one (PORT, default 8080)")
     parser.add_argument("--mode", choices=["mesh", "sfu", "auto"], help="ROOM_MODE, default auto")
     parser.add_argument("--mesh-max", type=int, help="MESH_MAX: auto mode's largest mesh room")
+    parser.add_argument(
+        "--guide-mode", choices=["mesh", "sfu"], help="GUIDE_ROOM_MODE, default mesh"
+    )
     parser.add_argument("--redis-url", help="REDIS_URL: share state with other nodes")
     parser.add_argument(
         "--database-url", help="DATABASE_URL: unset = SQLite in DATA_DIR, memory, or a URL"
@@ -41,6 +44,7 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         "port": args.port,
         "room_mode": args.mode,
         "mesh_max": args.mesh_max,
+        "guide_room_mode": args.guide_mode,
         "redis_url": args.redis_url,
         "database_url": args.database_url,
         "media_workers": args.media_workers,

@@ -22,6 +22,7 @@ from signaling.auth import Authenticator, MembershipChecker
 from signaling.config import Settings
 from signaling.dispatch import Dispatcher
 from signaling.handlers import GuideRooms, InCall, Notifications, Pairing, Studies, VideoRooms
+from signaling.handlers.guide_media import GuideMedia
 from signaling.history import open_history, utcnow
 from signaling.http import Api, setup_routes
 from signaling.media import MediaRouter
@@ -37,12 +38,12 @@ APP_KEY = web.AppKey("application", object)
 
 
 def build_media(settings: Settings) -> MediaPort | None:
-    """The SFU runs where a room may become sfu: modes `sfu` and `auto`.
+    """The SFU runs where a room may become sfu: modes `sfu` and `auto`, or sfu guide rooms.
 
     `MEDIA_WORKERS` processes share the peer connections (one runs in this process, with
     no extra process); a room that outgrows a worker spans several, joined by pipes.
     """
-    if settings.room_mode == "mesh":
+    if settings.room_mode == "mesh" and settings.guide_room_mode == "mesh":
         return None
     from sfu import MediaConfig, PoolConfig, WorkerPool
 
@@ -124,14 +125,19 @@ class Application:
             room_id_chars=settings.max_room_id_chars,
             chat_chars=settings.max_chat_chars,
         )
+        # The video rooms answer the router's questions about their rooms (late-bound: the
+        # router is built first, since the rooms drive it).
         self.router = MediaRouter(
             self.media,
             sockets,
             self.tasks,
+            sockets,
             store,
             settings,
             node,
             lambda room_id, sid: self.video.wants_media(room_id, sid),
+            lambda room_id, sid, peer: self.video.peer_replaced(room_id, sid, peer),
+            lambda room_id: self.video.call_of(room_id),
         )
         self.video = VideoRooms(
             events, sockets, store, self.history, self.checker, limits, self.router, settings, node
@@ -146,12 +152,21 @@ class Application:
             self.router,
             chat_history=settings.chat_history,
         )
+        guide_media = GuideMedia(
+            sockets,
+            store,
+            self.router,
+            node_id=node,
+            sfu=settings.guide_room_mode == "sfu",
+            id_chars=settings.max_room_id_chars,
+        )
         self.guide = GuideRooms(
             events,
             sockets,
             store,
             self.checker,
             limits,
+            guide_media,
             node_id=node,
             max_participants=settings.max_participants,
         )
@@ -237,19 +252,20 @@ class Application:
     async def stop(self) -> None:
         """Graceful shutdown, root first.
 
-        This node's media closes at once (every peer connection of the pool together), then
-        its clients are told (`server:shutdown`), then each socket's disconnect steps take
-        it out of its rooms (others on other nodes are told) with no media command left to
-        send: nobody is renegotiated one leave at a time on the way down.
+        This node's media closes at once (`MediaRouter.close_node`: the other nodes drop what
+        it held with one notice, and every room seated here closes once), then its clients
+        are told (`server:shutdown`), then each socket's disconnect steps take it out of its
+        rooms (people on other nodes are told), finding no media left to renegotiate: nobody
+        is renegotiated one leave at a time on the way down.
         """
         self.sockets.refuse_new()
-        if self.media is not None:
-            self.video.media_closed()
-            await self.media.close()
+        await self.router.close_node()
         await self.sockets.emit("server:shutdown", {"reconnect": True}, to=list(self.sockets.conns))
         await self.sockets.disconnect_all()
         await self.sockets.close()
         await self.tasks.cancel_all()
+        if self.media is not None:
+            await self.media.close()
         if self.http is not None:
             await self.http.close()
         await self.store.close()

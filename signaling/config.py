@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from signaling.domain import Policy
+from signaling.domain import Policy, Topology
 
 
 class Settings(BaseSettings):
@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     room_mode: Policy = "auto"
     mesh_max: int = Field(default=3, ge=2, le=64)
+    guide_room_mode: Topology = "mesh"
+    """The guide dialect's rooms: mesh as the guide documents, or carried by the SFU, which
+    answers each member's offers as the peer. No auto: see docs/protocol.md section 3."""
     redis_url: str | None = None
     redis_prefix: str = "studycall"
     jwt_secret: str | None = None

@@ -120,8 +120,6 @@ class VideoRoom(Record):
     createdAt: str = Field(default_factory=now_iso)
     studyId: str | None = None
     participants: dict[str, Participant] = Field(default_factory=dict)
-    mediaNode: str | None = None
-    """The node whose SFU carries this room's media while it is sfu (one node per room)."""
     callId: str = Field(default_factory=new_id)
     """One call = the room from its first join until it empties (call history's key)."""
 
@@ -151,20 +149,6 @@ class VideoRoom(Record):
     @property
     def empty(self) -> bool:
         return not self.participants
-
-    def place_media(self, node_id: str, replacing: str | None = None) -> bool:
-        """Pins an sfu room's media to `node_id` unless another node already carries it.
-
-        `replacing` names a dead node whose rooms `node_id` takes over. Returns True when the
-        room's media moved to `node_id` (its participants then need new peer connections).
-        """
-        if self.mode != "sfu":
-            self.mediaNode = None
-            return False
-        if self.mediaNode is not None and self.mediaNode != replacing:
-            return False
-        self.mediaNode = node_id
-        return True
 
     def _apply_policy(self) -> ModeChange | None:
         """`auto`: mesh up to meshMax, sfu beyond, back to mesh at 2 or fewer (hysteresis)."""
@@ -226,6 +210,10 @@ class GuideRoom(Record):
     host: str
     members: list[GuideMember] = Field(default_factory=list)
     createdAt: str = Field(default_factory=now_iso)
+    mode: Topology = "mesh"
+    """Fixed at creation (`GUIDE_ROOM_MODE`): the guide's clients know no switch."""
+    mediaNode: str | None = None
+    """The node whose SFU carries the room's media, when it is sfu."""
 
     @property
     def socket_ids(self) -> list[str]:
@@ -250,7 +238,7 @@ class GuideRoom(Record):
             "name": self.id,
             "kind": "guide",
             "userCount": len(self.members),
-            "mode": "mesh",
+            "mode": self.mode,
             "createdAt": self.createdAt,
         }
 

@@ -105,6 +105,7 @@ def setup_routes(app: web.Application, api: Api) -> None:
             "auth": settings.auth_mode,
             "redis": redis,
             "database": database,
+            "workers": [] if api.media is None else api.media.stats().get("workers", []),
         }
         return web.json_response(body, status=200 if healthy else 503)
 

@@ -19,6 +19,7 @@ from signaling.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from sfu.commands import Command, Event, Reply
+    from sfu.pool import Bus
 
 P = TypeVar("P")
 
@@ -109,3 +110,10 @@ class MediaPort(Protocol):
     async def close(self) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    # Rooms across nodes (with Redis): the pools of the nodes talk over a bus.
+    def use_bus(self, node: str, bus: Bus) -> None: ...
+
+    async def on_bus(self, message: dict[str, Any]) -> None: ...
+
+    async def node_gone(self, node: str) -> None: ...

@@ -1,4 +1,5 @@
-"""The guide dialect (unprefixed events, docs/protocol.md section 3): host-owned mesh rooms."""
+"""The guide dialect (unprefixed events, docs/protocol.md section 3): host-owned rooms, mesh
+(relayed) or, with `GUIDE_ROOM_MODE=sfu`, carried by the SFU (`guide_media`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from signaling.auth import MembershipChecker
 from signaling.dispatch import model_parser
 from signaling.domain import GuideMember, GuideRoom, check_room_claim, now_iso
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom, guide_ack
+from signaling.handlers.guide_media import SOCKET_ROOM, GuideMedia
 from signaling.membership import Membership
 from signaling.metrics import RELAYED, ROOM_JOINS
 from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer, Limits
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
 
-SOCKET_ROOM = "guide-sock"
+__all__ = ["SOCKET_ROOM", "GuideRooms"]
 
 
 class GuideRooms:
+    """The owner of guide rooms (their media through `GuideMedia`); the host's leave or a
+    close ends the room root first: its media, then the members are told."""
+
     def __init__(
         self,
         events: Events,
@@ -27,6 +32,7 @@ class GuideRooms:
         store: Store,
         checker: MembershipChecker,
         limits: Limits,
+        media: GuideMedia,
         *,
         node_id: str,
         max_participants: int,
@@ -35,6 +41,7 @@ class GuideRooms:
         self.store = store
         self.checker = checker
         self.limits = limits
+        self.media = media
         self.node_id = node_id
         self.max_participants = max_participants
         self.members = Membership(store, GuideRoom, _members, self.leave, index=SOCKET_ROOM)
@@ -60,15 +67,20 @@ class GuideRooms:
 
     async def create(self, conn: Conn, room_id: str) -> dict[str, Any]:
         await self._admit(conn, room_id)
+        node = self.media.node_for_new_room()
         async with self.store.edit(GuideRoom, room_id) as slot:
             if slot.value is not None:
                 raise InvalidPayload("room already exists")
-            slot.value = GuideRoom(
+            room = slot.value = GuideRoom(
                 id=room_id,
                 host=conn.sid,
                 members=[GuideMember(socketId=conn.sid, node=self.node_id)],
+                mode="mesh" if node is None else "sfu",
+                mediaNode=node,
             )
         await self.members.enter(conn.sid, room_id)
+        if room.mediaNode is not None:
+            await self.media.opened(room)
         ROOM_JOINS.labels("guide").inc()
         return {"success": True, "roomId": room_id}
 
@@ -83,6 +95,8 @@ class GuideRooms:
             )
         await self.members.enter(conn.sid, room_id)
         ROOM_JOINS.labels("guide").inc()
+        if room.mediaNode is not None:  # the others offer to it on `user-joined`, it on the ack
+            await self.media.join(room, conn.sid)
         await self.emitter.emit(
             "user-joined", {"userId": conn.sid, "timestamp": now_iso()}, to=existing
         )
@@ -102,6 +116,11 @@ class GuideRooms:
         await self.members.forget([sid], room_id)
         if room is None:
             return
+        if room.mediaNode is not None:
+            if room.host == sid or not room.members:
+                await self.media.closed(room)
+            else:
+                await self.media.leave(room, sid)
         others = room.socket_ids
         if room.host == sid:
             await self.members.forget(others, room_id)
@@ -124,6 +143,8 @@ class GuideRooms:
         if room is None:
             return False
         await self.members.forget(room.socket_ids, room_id)
+        if room.mediaNode is not None:
+            await self.media.closed(room)
         await self.emitter.emit(
             "room-closed",
             {"reason": reason, "message": "The room was closed", "timestamp": now_iso()},
@@ -135,6 +156,10 @@ class GuideRooms:
         await self.members.leave(conn.sid)
 
     async def purge_node(self, node_id: str) -> None:
+        for room in await self.store.load_all(GuideRoom):
+            if room.mediaNode == node_id:
+                # Its media went with the node; the guide's clients know no way to move it.
+                await self.close_room(room.id, "closed-by-server")
         await self.members.purge_node(node_id)
 
     async def _relay(self, conn: Conn, event: str, target: str, key: str, value: Any) -> None:
@@ -149,6 +174,10 @@ class GuideRooms:
             raise NotInRoom("join a room first")
         if not shared:
             raise NotFound("no such user in your room")
+        node = await self.media.node_of(mine)
+        if node is not None:
+            await self.media.signal(node, mine, conn.sid, event, target, value)
+            return
         RELAYED.labels(event).inc()
         await self.emitter.emit(event, {"from": conn.sid, key: value}, to=target)
 

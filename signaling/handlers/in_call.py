@@ -78,9 +78,9 @@ class InCall:
         return await self._screen_share(conn, payload.roomId, False)
 
     async def _screen_share(self, conn: Conn, room_id: str, sharing: bool) -> dict[str, Any]:
-        room = await self._set_media(conn, room_id, is_sharing_screen=sharing)
-        if room.mode == "sfu" and room.mediaNode is not None:
-            await self.media.screen_share(room.mediaNode, room_id, conn.sid, sharing)
+        await self._set_media(conn, room_id, is_sharing_screen=sharing)
+        if self.media.seated(room_id, conn.sid):  # sfu: this node's SFU renegotiates
+            await self.media.screen_share(room_id, conn.sid, sharing)
         return {"ok": True}
 
     async def chat(self, conn: Conn, payload: VideoChat) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Video rooms (`video:` events): membership, mesh relay, media flags, chat, the SFU edge."""
+"""Video rooms (`video:` events): membership, modes, mesh relay, the SFU edge.
+
+Media flags, screen share and chat are `handlers.in_call`; call history `handlers.calls`.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +25,7 @@ from signaling.history import History, utcnow
 from signaling.media import SFU, MediaRouter, Seat
 from signaling.membership import Membership
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
-from signaling.models import (
-    Answer,
-    IceCandidate,
-    JoinRoom,
-    Limits,
-    Offer,
-    RoomRef,
-)
+from signaling.models import Answer, IceCandidate, JoinRoom, Limits, Offer, RoomRef
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
 
@@ -40,7 +36,6 @@ RELAYED_ANSWER = RELAYED.labels("video:answer")
 RELAYED_ICE_CANDIDATE = RELAYED.labels("video:ice-candidate")
 
 SOCKET_ROOM = "video-sock"  # index: socket id -> video room id
-MEDIA_NODE = "video-media"  # index: video room id -> the node carrying it while it is sfu
 CHAT = "video-chat"
 
 
@@ -48,8 +43,8 @@ class VideoRooms:
     """The owner of video rooms: who is in each, its mode, its media, and its close.
 
     A room closes root first: its media once (`MediaRouter.close_room`: the SFU drops every
-    participant's connection together, as mediasoup's router closes its transports), then
-    the participants are told, then the records go; nobody is renegotiated on the way.
+    participant's connection together, on every node, as mediasoup's router closes its
+    transports), then the participants are told; nobody is renegotiated on the way.
     """
 
     def __init__(
@@ -73,7 +68,6 @@ class VideoRooms:
         self.settings = settings
         self.node_id = node_id
         self.members = Membership(store, VideoRoom, _members, self.leave, index=SOCKET_ROOM)
-        self._media_open = True
         on = events.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
         on("video:leave-room", model_parser(RoomRef))(self.leave_room)
@@ -125,28 +119,26 @@ class VideoRooms:
             )
             rejoin = sid in room.participants
             change = room.join(participant, settings.max_participants)
-            if self.media.available:
-                room.place_media(self.node_id)
             slot.value = room
         record_join(self.history, room, participant, opened, rejoin, change)
         await self.members.enter(sid, room_id)
-        if opened or change is not None:
-            await self._index_media(room)
         ROOM_JOINS.labels("video").inc()
         other_ids = [p.socketId for p in room.others(sid)]
         if not rejoin:
             await self._emit_joined(participant, other_ids)
         if change is not None:
             await self._announce_mode(room, change, other_ids)
-        media_node = room.mediaNode if room.mode == "sfu" else None
-        if media_node is not None and not participant.sfu:
+        # Its media runs on this node, which holds its socket (pairing may enter a socket of
+        # another node, but only into mesh rooms).
+        media = room.mode == "sfu" and self.media.available and participant.node == self.node_id
+        if media and not participant.sfu:
             # A mesh client offers to everyone as soon as it has the room state: the SFU
             # must know it first. (A rejoin gets fresh connections too.)
-            await self.media.join(media_node, room.id, sid, Seat(mesh=True))
+            await self.media.join(room.id, sid, Seat(mesh=True))
         others = await self._send_room_state(room, sid)
-        if media_node is not None and participant.sfu:
+        if media and participant.sfu:
             # The SFU's offer follows the room state, which the client builds its call on.
-            await self.media.join(media_node, room.id, sid)
+            await self.media.join(room.id, sid)
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 
     async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
@@ -154,33 +146,32 @@ class VideoRooms:
         await self.leave(conn.sid, room_id)
         return {"ok": True}
 
-    async def leave(self, sid: str, room_id: str) -> None:
-        """Takes a socket out of a room; the others get `video:user-left`."""
+    async def leave(self, sid: str, room_id: str, *, media: bool = True) -> None:
+        """Takes a socket out of a room; the others get `video:user-left`.
+
+        ``media=False``: its node is dead, its media went with it (`purge_node`)."""
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
-            media_node = room.mediaNode if room is not None and self._media_open else None
+            was_sfu = room is not None and room.mode == "sfu" and self.media.available
             if room is None:
                 participant, change = None, None
             else:
                 participant, change = room.leave(sid)
-                room.place_media(self.node_id)
                 slot.value = None if room.empty else room
         await self.members.forget([sid], room_id)
         if room is None or participant is None:
             return
         record_leave(self.history, room, sid, change)
-        if room.empty or change is not None:
-            await self._index_media(room)
         remaining = [p.socketId for p in room.participants.values()]
         await self._emit_left(participant, remaining)
         if room.empty:
             await self.store.delete_list(CHAT, room_id)
-            if media_node is not None:
-                await self.media.close_room(media_node, room_id)
+            if was_sfu:
+                await self.media.close_room(room_id, room.callId)
         elif change is not None:
-            await self._announce_mode(room, change, remaining, previous_media=media_node)
-        elif media_node is not None:
-            await self.media.leave(media_node, room_id, sid)
+            await self._announce_mode(room, change, remaining, media_was_on=was_sfu)
+        elif was_sfu and media:
+            await self.media.leave(room_id, sid, participant.node)
 
     async def on_disconnect(self, conn: Conn) -> None:
         await self.members.leave(conn.sid)
@@ -196,39 +187,16 @@ class VideoRooms:
         self.history.call_ended(room.callId, utcnow())
         await self.members.forget(sids, room_id)
         await self.store.delete_list(CHAT, room_id)
-        await self.store.set_index(MEDIA_NODE, room_id, None)
-        if room.mediaNode is not None and self._media_open:
-            await self.media.close_room(room.mediaNode, room_id)
+        if room.mode == "sfu" and self.media.available:
+            await self.media.close_room(room_id, room.callId)  # on every node, once
         await self.emitter.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
         return True
 
-    def media_closed(self) -> None:
-        """This node's media closed at once (shutdown): the sockets that leave from now on
-        send no media command, so nobody left is renegotiated one leave at a time."""
-        self._media_open = False
-
     async def purge_node(self, node_id: str) -> None:
-        await self.members.purge_node(node_id)
-        for room in await self.store.load_all(VideoRoom):
-            if room.mediaNode == node_id:
-                await self._adopt_media(room.id, node_id)
-
-    async def _adopt_media(self, room_id: str, dead_node: str) -> None:
-        """The node carrying an sfu room's media died: this node takes the room over."""
-        if not self.media.available:
-            return
-        async with self.store.edit(VideoRoom, room_id) as slot:
-            room = slot.value
-            moved = room is not None and room.place_media(self.node_id, replacing=dead_node)
-        if room is None or not moved:
-            return
-        log.warning("room %s: media moves from dead node %s to this node", room_id, dead_node)
-        await self._index_media(room)
-        sids = list(room.participants)
-        # Clients drop their dead peer connection and wait for this node's offer.
-        await self.emitter.emit("video:mode-changed", {"roomId": room_id, "mode": "sfu"}, to=sids)
-        for p in room.participants.values():
-            await self.media.join(self.node_id, room_id, p.socketId, _fresh_seat(p))
+        """A dead node's participants leave every room; every node's media drops them and
+        its pipes (the survivors keep their own media)."""
+        await self.media.node_gone(node_id)
+        await self.members.purge_node(node_id, lambda sid, room: self.leave(sid, room, media=False))
 
     async def _checked_room(self, conn: Conn, room_id: str) -> str:
         """The room id, once it is valid and the socket is in that room."""
@@ -243,7 +211,7 @@ class VideoRooms:
         room: VideoRoom,
         change: ModeChange,
         to: list[str],
-        previous_media: str | None = None,
+        media_was_on: bool = False,
     ) -> None:
         """Tells ``to`` (everyone but a newcomer) of the switch and moves their media.
 
@@ -253,8 +221,9 @@ class VideoRooms:
         """
         MODE_SWITCHES.labels(change.current).inc()
         log.info("room %s switches %s -> %s", room.id, change.previous, change.current)
-        if change.current == "mesh" and previous_media is not None:
-            await self.media.close_room(previous_media, room.id)  # root first: media, then people
+        if change.current == "mesh" and media_was_on:
+            # Root first: the media (on every node), then people.
+            await self.media.close_room(room.id, room.callId)
         mesh_clients = [room.participants[sid] for sid in to if not room.participants[sid].sfu]
         for client in mesh_clients:
             peers = [room.participants[sid] for sid in to if sid != client.socketId]
@@ -270,13 +239,14 @@ class VideoRooms:
             for client in mesh_clients:
                 await self._rebuild_mesh(room, client, to)
             return
-        if room.mediaNode is None or not self._media_open:
+        if not self.media.available:
             return
         # SFU-aware first, then mesh clients: the SFU offers to each mesh client as everyone
-        # already in its room, so each pair gets exactly one connection.
-        for sid in sorted(to, key=lambda sid: not room.participants[sid].sfu):
-            p = room.participants[sid]
-            await self.media.join(room.mediaNode, room.id, sid, _fresh_seat(p))
+        # already in its room, so each pair gets exactly one connection. Each is seated on
+        # the node that holds its socket.
+        seated = [room.participants[sid] for sid in to]
+        seated.sort(key=lambda p: not p.sfu)
+        await self.media.join_all(room.id, [(p.socketId, p.node, not p.sfu) for p in seated])
 
     async def _rebuild_mesh(self, room: VideoRoom, client: Participant, among: list[str]) -> None:
         """Back in mesh, a mesh client gets its peers again; in each pair the lower socket id
@@ -318,48 +288,59 @@ class VideoRooms:
             "video:user-left", {"socketId": p.socketId, "userId": p.userId}, to=to
         )
 
-    async def _index_media(self, room: VideoRoom) -> None:
-        """Signals read the room's media node from an index, not the whole room."""
-        carried = room.mediaNode if room.mode == "sfu" and not room.empty else None
-        await self.store.set_index(MEDIA_NODE, room.id, carried)
-
     async def wants_media(self, room_id: str, sid: str) -> bool:
-        """Whether the participant still belongs to this node's sfu media (`MediaRouter`)."""
+        """Whether ``sid`` still belongs to sfu room ``room_id`` (`MediaRouter`'s check)."""
         current = await self.members.room_of(sid)
         room = await self.store.load(VideoRoom, room_id) if current == room_id else None
-        return room is not None and room.mode == "sfu" and room.mediaNode == self.node_id
+        return room is not None and room.mode == "sfu" and sid in room.participants
+
+    async def peer_replaced(self, room_id: str, sid: str, peer: str) -> None:
+        """The SFU offers mesh client ``sid`` a fresh connection to ``peer`` (its upload
+        moves there): shown as ``peer`` leaving and joining again, the documents' client
+        closes the connection it holds (it would keep it, and that connection's stale
+        `failed` handler would later take the new one out of its map)."""
+        room = await self.store.load(VideoRoom, room_id)
+        p = room.participants.get(peer) if room is not None else None
+        if p is not None:
+            await self._emit_left(p, sid)
+            await self._emit_joined(p, sid)
+
+    async def call_of(self, room_id: str) -> str | None:
+        """The room's current call (a room closed on one node and opened again is another)."""
+        room = await self.store.load(VideoRoom, room_id)
+        return room.callId if room is not None else None
 
     # -- signals ---------------------------------------------------------------------------------
 
-    async def _destination(self, conn: Conn, to: str) -> tuple[str, str | None]:
-        """The sender's room, and the node carrying its media while the room is sfu.
+    async def _destination(self, conn: Conn, to: str) -> tuple[str, bool]:
+        """The sender's room, and whether its signals go to this node's SFU.
 
         In an sfu room every signal goes to the SFU: an SFU-aware client's (``to`` "sfu"),
         and a mesh client's to a participant, which the SFU plays. Only mesh rooms relay.
+        A sender has a seat in this node's media exactly while its room is sfu (seated on
+        joining or on the switch, unseated on leaving, closing, or the switch back), so the
+        room's mode costs no read of the store.
         """
         mine, shared = await self.members.peers(conn.sid, to)
         if mine is None:
             raise NotInRoom("join a video room first")
         if to != SFU and not shared:
             raise NotFound("no such participant in your room")
-        media_node = None
-        if self.media.available:  # a mesh-only server relays without the extra read
-            (media_node,) = await self.store.get_index(MEDIA_NODE, mine)
-        if to == SFU and media_node is None:
+        sfu = self.media.seated(mine, conn.sid)
+        if to == SFU and not sfu:
             raise NotFound("this room has no SFU peer")
-        return mine, media_node
+        return mine, sfu
 
     async def offer(self, conn: Conn, payload: Offer) -> None:
         self.limits.sdp(payload.offer)
         if payload.to == SFU:
             await self._destination(conn, payload.to)
             raise InvalidPayload("the SFU makes the offers; answer them instead")
-        room_id, media_node = await self._destination(conn, payload.to)
-        if media_node is not None:
+        room_id, sfu = await self._destination(conn, payload.to)
+        if sfu:
             if payload.offer.type != "offer":
                 raise InvalidPayload("offer.type must be 'offer'")
-            sdp = payload.offer.sdp
-            await self.media.offer(media_node, room_id, conn.sid, payload.to, sdp)
+            await self.media.offer(room_id, conn.sid, payload.to, payload.offer.sdp)
             return
         RELAYED_OFFER.inc()
         await self.emitter.emit(
@@ -368,12 +349,11 @@ class VideoRooms:
 
     async def answer(self, conn: Conn, payload: Answer) -> None:
         self.limits.sdp(payload.answer)
-        room_id, media_node = await self._destination(conn, payload.to)
-        if media_node is not None:
+        room_id, sfu = await self._destination(conn, payload.to)
+        if sfu:
             if payload.answer.type != "answer":
                 raise InvalidPayload("answer.type must be 'answer'")
-            sdp = payload.answer.sdp
-            await self.media.answer(media_node, room_id, conn.sid, payload.to, sdp)
+            await self.media.answer(room_id, conn.sid, payload.to, payload.answer.sdp)
             return
         RELAYED_ANSWER.inc()
         await self.emitter.emit(
@@ -381,10 +361,10 @@ class VideoRooms:
         )
 
     async def ice_candidate(self, conn: Conn, payload: IceCandidate) -> None:
-        room_id, media_node = await self._destination(conn, payload.to)
-        if media_node is not None:
+        room_id, sfu = await self._destination(conn, payload.to)
+        if sfu:
             candidate = payload.candidate.wire() if payload.candidate is not None else None
-            await self.media.candidate(media_node, room_id, conn.sid, payload.to, candidate)
+            await self.media.candidate(room_id, conn.sid, payload.to, candidate)
             return
         RELAYED_ICE_CANDIDATE.inc()
         await self.emitter.emit(
@@ -392,12 +372,6 @@ class VideoRooms:
             {"from": conn.sid, "candidate": payload.verbatim("candidate")},
             to=payload.to,
         )
-
-
-def _fresh_seat(p: Participant) -> Seat:
-    """A participant's media seat when nobody will offer to it on their own (a switch to
-    sfu, a node taking a room over): the SFU offers to a mesh client as everyone."""
-    return Seat() if p.sfu else Seat(mesh=True, offer_existing=True)
 
 
 def _members(room: VideoRoom) -> list[tuple[str, str]]:

@@ -283,6 +283,8 @@ class MeshPeer:
         self.received: dict[str, list[Received]] = {}
         self.offers: dict[str, list[str]] = {}
         self.answers: dict[str, list[str]] = {}
+        self.kinds: list[tuple[str, str]] = []
+        """(peer, "offer" | "reoffer") of every offer the SFU made as a peer."""
         self.changed = asyncio.Event()
         self.errors: list[BaseException] = []
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
@@ -298,7 +300,8 @@ class MeshPeer:
         )
 
     async def sink(self, peer: str, kind: str, payload: dict[str, Any] | None) -> None:
-        if kind == "offer" and payload is not None:
+        if kind in ("offer", "reoffer") and payload is not None:
+            self.kinds.append((peer, kind))
             self._inbox.put_nowait((peer, payload))
 
     def _new_pc(self, peer: str) -> RTCPeerConnection:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiortc import RTCRtpCodecParameters
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
+from devtools.poll import poll_until
 from sfu import rtcp
 from sfu.leg import RETRANSMIT_BURST, Leg
 from sfu.rtp import (
@@ -529,3 +530,26 @@ async def test_a_new_leg_starts_from_the_cached_keyframe_when_it_is_recent() -> 
     leg2.attach(source)
     leg2.activate()
     assert other.packets == [] and len(up.items(rtcp.KeyframeRequest)) == plis + 1
+
+
+async def test_a_leg_whose_keyframe_never_came_asks_again_until_one_does() -> None:
+    """The publisher's first keyframe was lost (sent before its SSRC was bound, say) and
+    the leg's first request went out before any packet: it asks again, and stops once
+    the keyframe arrives."""
+    up, sub = Upstream(), Subscriber()
+    source = video_source(up, SourceConfig(keyframe_interval_s=0.0, keyframe_retry_s=0.05))
+    leg = video_leg(sub)
+    leg.attach(source)
+    leg.activate()  # asks for a keyframe: nothing received yet, so no PLI can go out
+    assert up.items(rtcp.KeyframeRequest) == []
+    stream = vp8_stream()
+    keys = [i for i, d in enumerate(stream) if is_keyframe_start(d)]
+    feed(source, stream[1 : keys[1]])  # the stream without its first keyframe
+    await up.wait_for(lambda: len(up.items(rtcp.KeyframeRequest)) >= 2)
+    assert leg.waiting and not sub.packets
+    feed(source, stream[keys[1] :])  # the keyframe asked for
+    assert is_keyframe_start(sub.packets[0]) and not leg.waiting
+    asked = len(up.items(rtcp.KeyframeRequest))
+    # the pending check finds nobody waiting and schedules no other: no request follows
+    await poll_until(lambda: source._keyframe_check is None, TIMEOUT)
+    assert len(up.items(rtcp.KeyframeRequest)) == asked

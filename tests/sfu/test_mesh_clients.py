@@ -79,6 +79,8 @@ async def test_the_upload_moves_to_another_connection_when_its_peer_leaves(
         await m2.wait_frames(["m1"], n=10)
         await until(m1.changed, lambda: m1.sending_links() == ["m2"])
         assert upload_sources(plane, "m1") == 1
+        # in place of a connection m1 still holds: signaling has it close that one first
+        assert m1.kinds[-1] == ("m2", "reoffer") and ("m2", "offer") in m1.kinds
         assert m1.errors == [] and m2.errors == []
     finally:
         for c in (alice, m1, m2):

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from devtools.media import Clip
+from devtools.poll import poll_until
 from sfu.commands import Answer, Candidate, Event, Join, Leave, MediaLost, OfferToClient, Refused
 from sfu.pool import WorkerPool
 from sfu.workers import PoolConfig
@@ -124,7 +125,9 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back(
         # the survivors kept each other all along, and got the others back
         for who in kept:
             await peers[who].wait_frames("video", [o for o in peers if o != who], n=5)
-        assert workers.workers[1].state == "up" and workers.workers[1].restarts == 1
+        # restarted after its participants were told (they came back on the live worker)
+        await poll_until(lambda: workers.workers[1].state == "up", timeout=30)
+        assert workers.workers[1].restarts == 1
         for who in list(peers):
             reply = await workers.run(Leave(ROOM, who))
             assert not isinstance(reply, Refused)

@@ -156,15 +156,6 @@ def test_media_flags_apply_to_participants_only() -> None:
         r.set_media("s9", is_muted=True)
 
 
-def test_media_is_placed_on_one_node_while_sfu() -> None:
-    r = room("sfu")
-    assert r.place_media("a") is True
-    assert r.place_media("b") is False and r.mediaNode == "a"  # one node per room
-    assert r.place_media("b", replacing="a") is True and r.mediaNode == "b"  # a died
-    mesh = room("mesh")
-    assert mesh.place_media("a") is False and mesh.mediaNode is None
-
-
 def test_the_rooms_claim_limits_joins_but_not_hosts() -> None:
     check_room_claim(None, None, "any")
     check_room_claim(["r1"], None, "r1")
