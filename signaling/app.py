@@ -156,6 +156,7 @@ class Application:
             sockets,
             store,
             self.router,
+            lambda sid: self.guide.members.room_of(sid),  # late-bound: the rooms own the seam
             node_id=node,
             sfu=settings.guide_room_mode == "sfu",
             id_chars=settings.max_room_id_chars,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from signaling import metrics
 from signaling.edge import EdgeServer
@@ -34,10 +34,6 @@ P = TypeVar("P")
 
 LIMITED_NOTICE_S = 1.0
 """One RATE_LIMITED notice a second: answering every dropped event would amplify a flood."""
-
-
-def model_parser(model: type[BaseModel]) -> Callable[[Any], Any]:
-    return model.model_validate
 
 
 def _validation_message(exc: ValidationError) -> str:

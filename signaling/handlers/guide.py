@@ -8,13 +8,12 @@ from typing import Any
 import orjson
 
 from signaling.auth import MembershipChecker
-from signaling.dispatch import model_parser
 from signaling.domain import GuideMember, GuideRoom, check_room_claim, now_iso
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom, guide_ack
 from signaling.handlers.guide_media import SOCKET_ROOM, GuideMedia
 from signaling.membership import Membership
 from signaling.metrics import RELAYED, ROOM_JOINS
-from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer, Limits
+from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer, Limits, model_parser
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
 

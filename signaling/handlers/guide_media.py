@@ -15,6 +15,7 @@ declined in the answer and refused with an `error` (`INVALID_PAYLOAD`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from signaling.domain import GuideRoom, now_iso
@@ -46,16 +47,19 @@ class GuideMedia:
         emitter: Emitter,
         store: Store,
         media: MediaRouter,
+        room_of: Callable[[str], Awaitable[str | None]],
         *,
         node_id: str,
         sfu: bool,
         id_chars: int,
     ) -> None:
-        """`sfu`: new guide rooms are carried by the SFU (`GUIDE_ROOM_MODE=sfu`);
+        """`room_of(sid)`: the socket's guide room (the guide rooms' membership seam);
+        `sfu`: new guide rooms are carried by the SFU (`GUIDE_ROOM_MODE=sfu`);
         `id_chars`: the longest room id (`MAX_ROOM_ID_CHARS`)."""
         self.emitter = emitter
         self.store = store
         self.router = media
+        self.room_of = room_of
         self.node_id = node_id
         self.sfu = sfu
         self._id_chars = id_chars
@@ -75,7 +79,7 @@ class GuideMedia:
 
     async def _guide_room(self, media_id: str, sid: str) -> GuideRoom | None:
         """The sfu guide room behind ``media_id``, if ``sid`` is still in it."""
-        (current,) = await self.store.get_index(SOCKET_ROOM, sid)
+        current = await self.room_of(sid)
         if current is None or self.room(current) != media_id:
             return None
         return await self.store.load(GuideRoom, current)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from signaling.dispatch import model_parser
 from signaling.domain import ChatMessage, VideoRoom
 from signaling.errors import NotInRoom
 from signaling.handlers.video import CHAT
 from signaling.history import History
 from signaling.media import MediaRouter
 from signaling.membership import Membership
-from signaling.models import Limits, RoomRef, ToggleAudio, ToggleVideo, VideoChat
+from signaling.models import Limits, RoomRef, ToggleAudio, ToggleVideo, VideoChat, model_parser
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from signaling.dispatch import model_parser
 from signaling.domain import Notification, UserSockets
 from signaling.errors import NotFound
 from signaling.history import History
-from signaling.models import NotificationRead
+from signaling.models import NotificationRead, model_parser
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
 

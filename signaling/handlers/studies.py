@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from signaling.auth import MembershipChecker
-from signaling.dispatch import model_parser
 from signaling.domain import ChatMessage, Study, StudyMember
 from signaling.errors import Forbidden, NotFound, NotInRoom
 from signaling.history import History
 from signaling.membership import Membership
-from signaling.models import Limits, ReadReceipt, StudyMessage, StudyRef
+from signaling.models import Limits, ReadReceipt, StudyMessage, StudyRef, model_parser
 from signaling.ports import Conn, Emitter, Events, Groups
 from signaling.store import Store
 

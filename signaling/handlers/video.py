@@ -10,7 +10,6 @@ from typing import Any
 
 from signaling.auth import MembershipChecker
 from signaling.config import Settings
-from signaling.dispatch import model_parser
 from signaling.domain import (
     ChatMessage,
     ModeChange,
@@ -25,7 +24,7 @@ from signaling.history import History, utcnow
 from signaling.media import SFU, MediaRouter, Seat
 from signaling.membership import Membership
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
-from signaling.models import Answer, IceCandidate, JoinRoom, Limits, Offer, RoomRef
+from signaling.models import Answer, IceCandidate, JoinRoom, Limits, Offer, RoomRef, model_parser
 from signaling.ports import Conn, Emitter, Events
 from signaling.store import Store
 
