@@ -64,7 +64,7 @@ async def serve(settings: Settings) -> None:
     print(f"Listening on http://{settings.host}:{port}", flush=True)
     log.info(
         "node %s: mode=%s auth=%s redis=%s",
-        application.hub.node_id,
+        application.node_id,
         settings.room_mode,
         settings.auth_mode,
         "on" if settings.redis_url else "off",

@@ -8,21 +8,22 @@ import logging
 import resource
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
+from signaling.config import Settings
 from signaling.domain import GuideRoom, Notification, VideoRoom
 from signaling.errors import NotFound
-from signaling.history import HistoryUnavailable, utcnow
+from signaling.history import History, HistoryUnavailable, utcnow
 from signaling.models import MessagesQuery, NotificationIn, RoomHistoryQuery, StudyEventIn
-
-if TYPE_CHECKING:
-    from signaling.app import Application
+from signaling.ports import Connections, Emitter, MediaPort
+from signaling.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,24 @@ def _error(status: int, code: str, message: str) -> web.Response:
 Route = Callable[[web.Request], Awaitable[web.Response]]
 
 
+@dataclass(frozen=True)
+class Api:
+    """What the HTTP routes use, handed in by the application root."""
+
+    settings: Settings
+    node_id: str
+    store: Store
+    history: History
+    connections: Connections
+    emitter: Emitter
+    media: MediaPort | None
+    push: Callable[[Notification], Awaitable[None]]
+    """Stores a notification and delivers it if its user is online."""
+    close_room: Callable[[str, str], Awaitable[bool]]
+    """`close_room(room_id, reason)`: closes the video or guide room; False if none."""
+    uptime: Callable[[], float]
+
+
 def history_guard(route: Route) -> Route:
     """A database that fails answers 503 with the contract's error body, not a traceback."""
 
@@ -64,52 +83,51 @@ def history_guard(route: Route) -> Route:
     return guarded
 
 
-def setup_routes(app: web.Application, application: Application) -> None:
-    hub = application.hub
-    history = application.history
-    handlers = application.handlers
-    settings = hub.settings
+def setup_routes(app: web.Application, api: Api) -> None:
+    history = api.history
+    settings = api.settings
+    store = api.store
 
     async def health(_: web.Request) -> web.Response:
         redis = "disabled"
-        if hub.store.shared:
-            redis = "ok" if await hub.store.ping() else "error"
+        if store.shared:
+            redis = "ok" if await store.ping() else "error"
         database = "memory"
         if history.name != "memory":
             database = "ok" if await history.ping() else "error"
         healthy = "error" not in (redis, database)
         body = {
             "status": "ok" if healthy else "degraded",
-            "connections": hub.connection_count,
-            "uptime": hub.uptime(),
+            "connections": api.connections.count,
+            "uptime": api.uptime(),
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "node": hub.node_id,
+            "node": api.node_id,
             "auth": settings.auth_mode,
             "redis": redis,
             "database": database,
-            "workers": [] if hub.media is None else hub.media.stats().get("workers", []),
+            "workers": [] if api.media is None else api.media.stats().get("workers", []),
         }
         return web.json_response(body, status=200 if healthy else 503)
 
     async def list_rooms() -> list[dict[str, Any]]:
-        video = [r.summary() for r in await hub.store.load_all(VideoRoom)]
-        guide = [r.summary() for r in await hub.store.load_all(GuideRoom)]
+        video = [r.summary() for r in await store.load_all(VideoRoom)]
+        guide = [r.summary() for r in await store.load_all(GuideRoom)]
         return sorted(video + guide, key=lambda r: (r["createdAt"], r["name"]))
 
     async def metrics_json(_: web.Request) -> web.Response:
         rooms = await list_rooms()
         body: dict[str, Any] = {
-            "connections": hub.connection_count,
+            "connections": api.connections.count,
             "rooms": len(rooms),
             "roomDetails": [
                 {"name": r["name"], "participants": r["userCount"], "mode": r["mode"]}
                 for r in rooms
             ],
             "memory": _memory(),
-            "uptime": hub.uptime(),
+            "uptime": api.uptime(),
         }
-        if hub.media is not None:
-            body["sfu"] = hub.media.stats()
+        if api.media is not None:
+            body["sfu"] = api.media.stats()
         return web.json_response(body)
 
     async def metrics_prometheus(_: web.Request) -> web.Response:
@@ -149,7 +167,7 @@ def setup_routes(app: web.Application, application: Application) -> None:
             studyId=note.studyId,
             data=note.data,
         )
-        await handlers.notifications.push(stored)
+        await api.push(stored)
         return web.json_response({"ok": True, "id": stored.id}, status=202)
 
     def path_id(request: web.Request, name: str) -> str | None:
@@ -196,16 +214,14 @@ def setup_routes(app: web.Application, application: Application) -> None:
             event = StudyEventIn.model_validate(await body_of(request))
         except ValidationError as exc:
             return _error(400, "INVALID_PAYLOAD", str(exc.errors()[0]["msg"]))
-        await hub.sio.emit(event.event, event.data, to=f"study:{study_id}")
+        await api.emitter.emit_group(event.event, event.data, f"study:{study_id}")
         return web.json_response({"ok": True}, status=202)
 
     async def close_room(request: web.Request) -> web.Response:
         if (refused := authorized(request)) is not None:
             return refused
         room_id = request.match_info["roomId"]
-        closed_video = await handlers.video.close_room(room_id, "closed-by-server")
-        closed_guide = await handlers.guide.close_room(room_id, "closed-by-server")
-        if not (closed_video or closed_guide):
+        if not await api.close_room(room_id, "closed-by-server"):
             return _error(404, "NOT_FOUND", "no such room")
         return web.json_response({"ok": True, "roomId": room_id})
 

@@ -41,8 +41,9 @@ from sfu.commands import (
     Refused,
     Screen,
 )
+from signaling.config import Settings
 from signaling.errors import InvalidPayload, NotFound, error_event
-from signaling.hub import Hub
+from signaling.ports import Connections, Emitter, MediaPort, Spawner
 from signaling.store import Store
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,13 @@ class StoreBus:
 class MediaRouter:
     def __init__(
         self,
-        hub: Hub,
+        port: MediaPort | None,
+        emitter: Emitter,
+        spawner: Spawner,
+        connections: Connections,
+        store: Store,
+        settings: Settings,
+        node_id: str,
         still_wanted: Callable[[str, str], Awaitable[bool]],
         replaced: Callable[[str, str, str], Awaitable[None]] | None = None,
         call_of: Callable[[str], Awaitable[str | None]] | None = None,
@@ -123,12 +130,16 @@ class MediaRouter:
         """`still_wanted(room_id, sid)`: whether the participant still belongs to an sfu room;
         `replaced`: see `Dialect.replaced` (video rooms); `call_of(room_id)`: the room's
         current call id (None: no such room), see `close_room`."""
-        self.hub = hub
+        self.emitter = emitter
+        self.spawner = spawner
+        self.connections = connections
+        self.store = store
+        self.settings = settings
         self.still_wanted = still_wanted
         self.call_of = call_of
-        self.port = hub.media
-        self.node = hub.node_id
-        self.bus = StoreBus(hub.store) if hub.store.shared and self.port is not None else None
+        self.port = port
+        self.node = node_id
+        self.bus = StoreBus(store) if store.shared and self.port is not None else None
         self._seats: dict[tuple[str, str], Seat] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # sid -> (in a row, last at)
         self._video = Dialect(lambda _: True, "video:", still_wanted, replaced)
@@ -137,14 +148,13 @@ class MediaRouter:
             self.port.on_event = self._on_event
             if self.bus is not None:
                 self.port.use_bus(self.node, self.bus)
-        hub.on_start_hooks.append(self.start)
 
     async def start(self) -> None:
         if self.port is None:
             return
         if self.bus is not None:
             # Subscribed first: the pool's start asks the other nodes what they hold.
-            await self.hub.store.subscribe(BUS, self._on_bus)
+            await self.store.subscribe(BUS, self._on_bus)
         await self.port.start()
 
     @property
@@ -195,10 +205,10 @@ class MediaRouter:
             raise InvalidPayload("the SFU did not answer this offer")
         answer = {"type": "answer", "sdp": reply.sdp}
         dialect = self._dialect(room_id)
-        await self.hub.emit(dialect.event("answer"), {"from": peer, "answer": answer}, to=sid)
+        await self.emitter.emit(dialect.event("answer"), {"from": peer, "answer": answer}, to=sid)
         if reply.declined:
             error = error_event(InvalidPayload(DATA_CHANNELS_DECLINED), dialect.event("offer"))
-            await self.hub.emit("error", error, to=sid)
+            await self.emitter.emit("error", error, to=sid)
 
     async def answer(self, room_id: str, sid: str, peer: str, sdp: str) -> None:
         await self._call(Answer(room_id, sid, peer, sdp))
@@ -227,6 +237,16 @@ class MediaRouter:
         if node != self.node:
             await self.port.node_gone(node)
         await self._notice({"t": "node-gone", "dead": node})
+
+    async def close_node(self) -> None:
+        """This node stops (shutdown), root first: the other nodes drop what it held (one
+        `node-gone` notice), then every room seated here closes once. The leaves that follow
+        find nothing seated, so nobody is renegotiated one departure at a time."""
+        if self.port is None:
+            return
+        await self._notice({"t": "node-gone", "dead": self.node})
+        for room_id in sorted({room for room, _ in self._seats}):
+            await self._close_here(room_id)
 
     async def _leave_here(self, room_id: str, sid: str) -> None:
         self._seats.pop((room_id, sid), None)
@@ -274,7 +294,7 @@ class MediaRouter:
             await self._seat_here(room, message.get("seats"))
         elif kind == "room-leave" and isinstance(room, str):
             sid = message.get("sid")
-            if isinstance(sid, str) and sid in self.hub.conns:
+            if isinstance(sid, str) and self.connections.local(sid):
                 await self._leave_here(room, sid)
         elif kind == "room-close" and isinstance(room, str):
             call = message.get("call")
@@ -290,13 +310,13 @@ class MediaRouter:
                 continue
             sid, mesh = item[0], bool(item[1])
             wanted = self._dialect(room_id).still_wanted
-            if sid not in self.hub.conns or not await wanted(room_id, sid):
+            if not self.connections.local(sid) or not await wanted(room_id, sid):
                 continue
             try:
                 await self.join(room_id, sid, Seat.fresh(mesh))
             except InvalidPayload as exc:
                 event = self._dialect(room_id).event("join-room")
-                await self.hub.emit("error", error_event(exc, event), to=sid)
+                await self.emitter.emit("error", error_event(exc, event), to=sid)
 
     # -- what the plane says --------------------------------------------------------------
 
@@ -311,21 +331,20 @@ class MediaRouter:
                     await dialect.replaced(room_id, sid, event.peer)
                 offer = {"type": "offer", "sdp": event.sdp}
                 payload = {"from": event.peer, "offer": offer}
-                await self.hub.emit(dialect.event("offer"), payload, to=sid)
+                await self.emitter.emit(dialect.event("offer"), payload, to=sid)
         elif isinstance(event, MediaLost):
             await self._lost(room_id, sid, event.reason)
 
     async def _lost(self, room_id: str, sid: str, reason: str) -> None:
-        hub = self.hub
         if reason == "unanswered":
             # Re-offered once already: the client is not answering. Its signaling stays;
             # joining the room again gets it a fresh connection.
-            timeout = hub.settings.sfu_answer_timeout_s
+            timeout = self.settings.sfu_answer_timeout_s
             error = InvalidPayload(
                 f"no answer to the SFU's offer within {timeout:g} s: media dropped; "
                 "join the room again to retry"
             )
-            await hub.emit("error", error_event(error, "video:answer"), to=sid)
+            await self.emitter.emit("error", error_event(error, "video:answer"), to=sid)
             return
         # The connection failed (ICE/DTLS), the client closed it while staying in the room,
         # or its media worker died: offer a fresh one, a few times, backing off.
@@ -334,8 +353,8 @@ class MediaRouter:
         failures = 1 if now - last > MEDIA_RETRY_RESET_S else failures + 1
         self._failures[sid] = (failures, now)
         if failures <= MAX_MEDIA_RETRIES:
-            delay = hub.settings.sfu_retry_backoff_s * 2 ** (failures - 1)
-            hub.spawn(self._rejoin(room_id, sid, delay), f"sfu-rejoin-{sid}")
+            delay = self.settings.sfu_retry_backoff_s * 2 ** (failures - 1)
+            self.spawner.spawn(self._rejoin(room_id, sid, delay), f"sfu-rejoin-{sid}")
 
     async def _rejoin(self, room_id: str, sid: str, delay: float) -> None:
         await asyncio.sleep(delay)  # the back-off itself

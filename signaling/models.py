@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 from pydantic import (
@@ -21,6 +22,11 @@ from signaling.errors import InvalidPayload, TooLarge
 # Hard caps that hold whatever the configuration says; the configurable limits
 # (SDP, room id, chat) are checked in `Limits` so that they name the right error code.
 ID_MAX = 256
+
+
+def model_parser(model: type[BaseModel]) -> Callable[[Any], Any]:
+    """The parse function `Events.on` takes, from a payload model."""
+    return model.model_validate
 
 
 class Payload(BaseModel):

@@ -97,6 +97,35 @@ class EdgeServer(socketio.AsyncServer):  # type: ignore[misc]
             raise ValueError(f"{event!r} is a Socket.IO lifecycle event")
         self.client_events[event] = ClientEvent(dispatch, ack_error)
 
+    # -- what the sockets layer needs (private API behind public methods) ----------------------
+
+    async def send_local(self, sid: str, event: str, data: Any) -> bool:
+        """Sends an event straight to a socket of this process, skipping the message queue.
+
+        With a message queue python-socketio otherwise publishes every emit, even to a
+        local socket. False when `sid` has no engine.io session here.
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return False
+        await self.eio.send(eio_sid, frames.encode_event(event, data))
+        return True
+
+    def start_queue(self) -> None:
+        """Starts the message queue's pub/sub listener now, once.
+
+        Otherwise it starts only with the first client (AIORTC.md), and python-socketio
+        initialises it again on the first connection unless told it is done: a second
+        listener, and every cross-node emit delivered twice.
+        """
+        self.manager.initialize()
+        self.manager_initialized = True
+
+    async def close_transports(self) -> None:
+        """Closes every transport (websocket and long-poll alike) so the web server stops
+        at once; socket.io clients see a transport close and reconnect by themselves."""
+        await self.eio.close_all()
+
     def is_reserved(self, event: str) -> bool:
         return (
             event in LIFECYCLE_EVENTS

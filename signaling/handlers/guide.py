@@ -7,44 +7,62 @@ from typing import Any
 
 import orjson
 
+from signaling.auth import MembershipChecker
 from signaling.domain import GuideMember, GuideRoom, check_room_claim, now_iso
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom, guide_ack
 from signaling.handlers.guide_media import SOCKET_ROOM, GuideMedia
-from signaling.hub import Conn, Hub, model_parser
-from signaling.media import MediaRouter
+from signaling.membership import Membership
 from signaling.metrics import RELAYED, ROOM_JOINS
-from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer
+from signaling.models import Empty, GuideAnswer, GuideCandidate, GuideOffer, Limits, model_parser
+from signaling.ports import Conn, Emitter, Events
+from signaling.store import Store
 
 __all__ = ["SOCKET_ROOM", "GuideRooms"]
 
 
 class GuideRooms:
-    def __init__(self, hub: Hub, media: MediaRouter) -> None:
-        self.hub = hub
-        self.store = hub.store
-        self.media = GuideMedia(hub, media)
-        hub.on("create-room", self._room_id, ack_error=guide_ack)(self.create)
-        hub.on("join-room", self._room_id, ack_error=guide_ack)(self.join)
-        hub.on("leave-room", lambda _: None)(self.leave_room)
-        hub.on("offer", model_parser(GuideOffer))(self.offer)
-        hub.on("answer", model_parser(GuideAnswer))(self.answer)
-        hub.on("ice-candidate", model_parser(GuideCandidate))(self.ice_candidate)
-        hub.on_disconnect_hooks.append(self.on_disconnect)
+    """The owner of guide rooms (their media through `GuideMedia`); the host's leave or a
+    close ends the room root first: its media, then the members are told."""
+
+    def __init__(
+        self,
+        events: Events,
+        emitter: Emitter,
+        store: Store,
+        checker: MembershipChecker,
+        limits: Limits,
+        media: GuideMedia,
+        *,
+        node_id: str,
+        max_participants: int,
+    ) -> None:
+        self.emitter = emitter
+        self.store = store
+        self.checker = checker
+        self.limits = limits
+        self.media = media
+        self.node_id = node_id
+        self.max_participants = max_participants
+        self.members = Membership(store, GuideRoom, _members, self.leave, index=SOCKET_ROOM)
+        events.on("create-room", self._room_id, ack_error=guide_ack)(self.create)
+        events.on("join-room", self._room_id, ack_error=guide_ack)(self.join)
+        events.on("leave-room", lambda _: None)(self.leave_room)
+        events.on("offer", model_parser(GuideOffer))(self.offer)
+        events.on("answer", model_parser(GuideAnswer))(self.answer)
+        events.on("ice-candidate", model_parser(GuideCandidate))(self.ice_candidate)
 
     def _room_id(self, value: Any) -> str:
         if isinstance(value, dict):  # tolerate `{ roomId }` as the video dialect sends it
             value = value.get("roomId")
         if not isinstance(value, str) or not value.strip():
             raise InvalidPayload("room id must be a non-empty string")
-        return self.hub.limits.room_id(value)
+        return self.limits.room_id(value)
 
     async def _admit(self, conn: Conn, room_id: str) -> None:
         check_room_claim(conn.identity.rooms, conn.identity.role, room_id)
-        if not await self.hub.membership.is_member(conn.identity, room_id=room_id):
+        if not await self.checker.is_member(conn.identity, room_id=room_id):
             raise Forbidden("not a member of this room")
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid)
 
     async def create(self, conn: Conn, room_id: str) -> dict[str, Any]:
         await self._admit(conn, room_id)
@@ -55,11 +73,11 @@ class GuideRooms:
             room = slot.value = GuideRoom(
                 id=room_id,
                 host=conn.sid,
-                members=[GuideMember(socketId=conn.sid, node=self.hub.node_id)],
+                members=[GuideMember(socketId=conn.sid, node=self.node_id)],
                 mode="mesh" if node is None else "sfu",
                 mediaNode=node,
             )
-        await self.store.set_index(SOCKET_ROOM, conn.sid, room_id)
+        await self.members.enter(conn.sid, room_id)
         if room.mediaNode is not None:
             await self.media.opened(room)
         ROOM_JOINS.labels("guide").inc()
@@ -72,22 +90,19 @@ class GuideRooms:
             if room is None:
                 raise NotFound("room does not exist")
             existing = room.join(
-                GuideMember(socketId=conn.sid, node=self.hub.node_id),
-                self.hub.settings.max_participants,
+                GuideMember(socketId=conn.sid, node=self.node_id), self.max_participants
             )
-        await self.store.set_index(SOCKET_ROOM, conn.sid, room_id)
+        await self.members.enter(conn.sid, room_id)
         ROOM_JOINS.labels("guide").inc()
         if room.mediaNode is not None:  # the others offer to it on `user-joined`, it on the ack
             await self.media.join(room, conn.sid)
-        await self.hub.emit(
+        await self.emitter.emit(
             "user-joined", {"userId": conn.sid, "timestamp": now_iso()}, to=existing
         )
         return {"success": True, "roomId": room_id, "existingUsers": existing}
 
     async def leave_room(self, conn: Conn, _: Empty | None) -> None:
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid)
 
     async def leave(self, sid: str, room_id: str) -> None:
         """A member leaves; when the host leaves, the room closes for everyone."""
@@ -97,7 +112,7 @@ class GuideRooms:
                 room = None
             elif room.host == sid or not room.members:
                 slot.value = None
-        await self.store.set_index(SOCKET_ROOM, sid, None)
+        await self.members.forget([sid], room_id)
         if room is None:
             return
         if room.mediaNode is not None:
@@ -107,9 +122,8 @@ class GuideRooms:
                 await self.media.leave(room, sid)
         others = room.socket_ids
         if room.host == sid:
-            for other in others:
-                await self.store.set_index(SOCKET_ROOM, other, None)
-            await self.hub.emit(
+            await self.members.forget(others, room_id)
+            await self.emitter.emit(
                 "room-closed",
                 {
                     "reason": "host-left",
@@ -119,7 +133,7 @@ class GuideRooms:
                 to=others,
             )
         else:
-            await self.hub.emit("user-left", {"userId": sid, "timestamp": now_iso()}, to=others)
+            await self.emitter.emit("user-left", {"userId": sid, "timestamp": now_iso()}, to=others)
 
     async def close_room(self, room_id: str, reason: str) -> bool:
         async with self.store.edit(GuideRoom, room_id) as slot:
@@ -127,11 +141,10 @@ class GuideRooms:
             slot.value = None
         if room is None:
             return False
-        for sid in room.socket_ids:
-            await self.store.set_index(SOCKET_ROOM, sid, None)
+        await self.members.forget(room.socket_ids, room_id)
         if room.mediaNode is not None:
             await self.media.closed(room)
-        await self.hub.emit(
+        await self.emitter.emit(
             "room-closed",
             {"reason": reason, "message": "The room was closed", "timestamp": now_iso()},
             to=room.socket_ids,
@@ -139,17 +152,14 @@ class GuideRooms:
         return True
 
     async def on_disconnect(self, conn: Conn) -> None:
-        await self.leave_room(conn, None)
+        await self.members.leave(conn.sid)
 
     async def purge_node(self, node_id: str) -> None:
         for room in await self.store.load_all(GuideRoom):
             if room.mediaNode == node_id:
                 # Its media went with the node; the guide's clients know no way to move it.
                 await self.close_room(room.id, "closed-by-server")
-                continue
-            for member in room.members:
-                if member.node == node_id:
-                    await self.leave(member.socketId, room.id)
+        await self.members.purge_node(node_id)
 
     async def _relay(self, conn: Conn, event: str, target: str, key: str, value: Any) -> None:
         try:
@@ -157,18 +167,18 @@ class GuideRooms:
         except (TypeError, orjson.JSONEncodeError):
             # Binary attachments or nesting deeper than JSON encoders go: not a description.
             raise InvalidPayload(f"{key} is not plain JSON") from None
-        self.hub.limits.guide_description(len(encoded))
-        mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, target)
+        self.limits.guide_description(len(encoded))
+        mine, shared = await self.members.peers(conn.sid, target)
         if mine is None:
             raise NotInRoom("join a room first")
-        if theirs != mine:
+        if not shared:
             raise NotFound("no such user in your room")
         node = await self.media.node_of(mine)
         if node is not None:
             await self.media.signal(node, mine, conn.sid, event, target, value)
             return
         RELAYED.labels(event).inc()
-        await self.hub.emit(event, {"from": conn.sid, key: value}, to=target)
+        await self.emitter.emit(event, {"from": conn.sid, key: value}, to=target)
 
     async def offer(self, conn: Conn, payload: GuideOffer) -> None:
         await self._relay(conn, "offer", payload.target, "offer", payload.offer)
@@ -178,3 +188,7 @@ class GuideRooms:
 
     async def ice_candidate(self, conn: Conn, payload: GuideCandidate) -> None:
         await self._relay(conn, "ice-candidate", payload.target, "candidate", payload.candidate)
+
+
+def _members(room: GuideRoom) -> list[tuple[str, str]]:
+    return [(m.socketId, m.node) for m in room.members]

@@ -15,12 +15,14 @@ declined in the answer and refused with an `error` (`INVALID_PAYLOAD`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from signaling.domain import GuideRoom, now_iso
 from signaling.errors import InvalidPayload
-from signaling.hub import Hub
 from signaling.media import Dialect, MediaRouter, Seat
+from signaling.ports import Emitter
+from signaling.store import Store
 
 SOCKET_ROOM = "guide-sock"  # index: socket id -> guide room id
 MEDIA_NODE = "guide-media"  # index: guide room id -> the node carrying its media (sfu rooms)
@@ -40,17 +42,33 @@ def media_room(room_id: str, id_chars: int) -> str:
 class GuideMedia:
     """The SFU side of sfu guide rooms, on the video rooms' `MediaRouter`."""
 
-    def __init__(self, hub: Hub, media: MediaRouter) -> None:
-        self.hub = hub
-        self.store = hub.store
+    def __init__(
+        self,
+        emitter: Emitter,
+        store: Store,
+        media: MediaRouter,
+        room_of: Callable[[str], Awaitable[str | None]],
+        *,
+        node_id: str,
+        sfu: bool,
+        id_chars: int,
+    ) -> None:
+        """`room_of(sid)`: the socket's guide room (the guide rooms' membership seam);
+        `sfu`: new guide rooms are carried by the SFU (`GUIDE_ROOM_MODE=sfu`);
+        `id_chars`: the longest room id (`MAX_ROOM_ID_CHARS`)."""
+        self.emitter = emitter
+        self.store = store
         self.router = media
-        self._id_chars = hub.settings.max_room_id_chars
+        self.room_of = room_of
+        self.node_id = node_id
+        self.sfu = sfu
+        self._id_chars = id_chars
         media.speak(Dialect(self._owns, "", self._wants_media, self._peer_replaced))
 
     def node_for_new_room(self) -> str | None:
         """The node to carry a room created now, or None for a mesh room."""
-        if self.hub.settings.guide_room_mode == "sfu" and self.router.available:
-            return self.hub.node_id
+        if self.sfu and self.router.available:
+            return self.node_id
         return None
 
     def room(self, room_id: str) -> str:
@@ -61,7 +79,7 @@ class GuideMedia:
 
     async def _guide_room(self, media_id: str, sid: str) -> GuideRoom | None:
         """The sfu guide room behind ``media_id``, if ``sid`` is still in it."""
-        (current,) = await self.store.get_index(SOCKET_ROOM, sid)
+        current = await self.room_of(sid)
         if current is None or self.room(current) != media_id:
             return None
         return await self.store.load(GuideRoom, current)
@@ -73,7 +91,7 @@ class GuideMedia:
     async def _peer_replaced(self, media_id: str, sid: str, peer: str) -> None:
         """Before a fresh connection as ``peer``: the guide's client closes its old one on
         `user-left` (it keeps it otherwise). No `user-joined`: that would make it offer."""
-        await self.hub.emit("user-left", {"userId": peer, "timestamp": now_iso()}, to=sid)
+        await self.emitter.emit("user-left", {"userId": peer, "timestamp": now_iso()}, to=sid)
 
     # Each member's media runs on the node that holds its socket (`signaling.media`);
     # `mediaNode` names the node that opened the room, and marks it sfu.
@@ -91,7 +109,7 @@ class GuideMedia:
     async def leave(self, room: GuideRoom, sid: str) -> None:
         assert room.mediaNode is not None
         # A guide member leaves from its own node (or its node is dead: `node_gone`).
-        await self.router.leave(self.room(room.id), sid, self.hub.node_id)
+        await self.router.leave(self.room(room.id), sid, self.node_id)
 
     async def closed(self, room: GuideRoom) -> None:
         assert room.mediaNode is not None

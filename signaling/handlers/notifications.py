@@ -20,22 +20,23 @@ from typing import Any
 from signaling.domain import Notification, UserSockets
 from signaling.errors import NotFound
 from signaling.history import History
-from signaling.hub import Conn, Hub, model_parser
-from signaling.models import NotificationRead
+from signaling.models import NotificationRead, model_parser
+from signaling.ports import Conn, Emitter, Events
+from signaling.store import Store
 
 MISSED_PER_CONNECT = 100
 """Undelivered notifications sent to one connecting socket; the rest go to the next one."""
 
 
 class Notifications:
-    def __init__(self, hub: Hub, history: History) -> None:
-        self.hub = hub
-        self.store = hub.store
+    def __init__(
+        self, events: Events, emitter: Emitter, store: Store, history: History, node_id: str
+    ) -> None:
+        self.emitter = emitter
+        self.store = store
+        self.node_id = node_id
         self.history = history
-        hub.on("notification-read", model_parser(NotificationRead))(self.read)
-        hub.on_connect_hooks.append(self.on_connect)
-        hub.on_connected_hooks.append(self.on_connected)
-        hub.on_disconnect_hooks.append(self.on_disconnect)
+        events.on("notification-read", model_parser(NotificationRead))(self.read)
 
     async def online(self, user_id: str) -> bool:
         sockets = await self.store.load(UserSockets, user_id)
@@ -53,15 +54,15 @@ class Notifications:
             await self._deliver(note)
 
     async def _deliver(self, note: Notification) -> None:
-        await self.hub.sio.emit("notification", note.wire(), to=f"user:{note.userId}")
+        await self.emitter.emit_group("notification", note.wire(), f"user:{note.userId}")
 
     async def on_connect(self, conn: Conn) -> None:
-        await self._set_socket(conn.user_id, conn.sid, self.hub.node_id)
+        await self._set_socket(conn.user_id, conn.sid, self.node_id)
 
     async def on_connected(self, conn: Conn) -> None:
         """The client knows it is connected: now it may get what it missed."""
         for note in await self.history.claim_undelivered(conn.user_id, MISSED_PER_CONNECT):
-            await self.hub.emit("notification", note.wire(), to=conn.sid)
+            await self.emitter.emit("notification", note.wire(), to=conn.sid)
 
     async def on_disconnect(self, conn: Conn) -> None:
         await self._set_socket(conn.user_id, conn.sid, None)
@@ -85,10 +86,10 @@ class Notifications:
         if not await self.history.mark_notification_read(payload.notificationId, conn.user_id):
             raise NotFound("no such notification")
         # Tells the user's other tabs, so a notification read in one disappears in all.
-        await self.hub.sio.emit(
+        await self.emitter.emit_group(
             "notification-read",
             {"notificationId": payload.notificationId},
-            to=f"user:{conn.user_id}",
-            skip_sid=conn.sid,
+            f"user:{conn.user_id}",
+            skip=conn.sid,
         )
         return {"ok": True}

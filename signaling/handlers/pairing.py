@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from signaling.domain import PairingQueue, Participant, Waiting, new_id
-from signaling.handlers.video import SOCKET_ROOM, VideoRooms
-from signaling.hub import Conn, Hub
+from signaling.handlers.video import VideoRooms
 from signaling.models import Empty
+from signaling.ports import Conn, Connections, Emitter, Events
+from signaling.store import Store
 
 QUEUE = "queue"
 
@@ -17,38 +18,45 @@ def empty(value: object) -> Empty:
 
 
 class Pairing:
-    def __init__(self, hub: Hub, video: VideoRooms) -> None:
-        self.hub = hub
-        self.store = hub.store
+    """Moves matched sockets into a video room of two (through the video rooms' seam)."""
+
+    def __init__(
+        self,
+        events: Events,
+        emitter: Emitter,
+        store: Store,
+        connections: Connections,
+        video: VideoRooms,
+        node_id: str,
+    ) -> None:
+        self.emitter = emitter
+        self.store = store
+        self.connections = connections
         self.video = video
-        hub.on("pair:request", empty)(self.request)
-        hub.on("pair:cancel", empty)(self.cancel)
-        # First of the disconnect hooks: a socket being moved into its pair room is marked
-        # before the video rooms look for it (PairingQueue.moving).
-        hub.on_disconnect_hooks.insert(0, self.on_disconnect)
+        self.node_id = node_id
+        events.on("pair:request", empty)(self.request)
+        events.on("pair:cancel", empty)(self.cancel)
 
     async def request(self, conn: Conn, _: Empty) -> dict[str, Any]:
-        hub = self.hub
-        me = Waiting(socketId=conn.sid, user=conn.identity.user, node=hub.node_id)
+        node_id = self.node_id
+        me = Waiting(socketId=conn.sid, user=conn.identity.user, node=node_id)
         room_id = f"pair-{new_id()}"
 
         def alive(entry: Waiting) -> bool:
             # A socket of this node that left after queueing would become a ghost in the room.
-            return entry.node != hub.node_id or entry.socketId in hub.conns
+            return entry.node != node_id or self.connections.local(entry.socketId)
 
         async with self.store.edit(PairingQueue, QUEUE) as slot:
             queue = slot.value or PairingQueue()
             peer = queue.request(me, alive)
             if peer is not None:
-                queue.start_move(room_id, hub.node_id, peer, me)
+                queue.start_move(room_id, node_id, peer, me)
             slot.value = queue
         if peer is None:
             return {"status": "waiting"}
         seen: set[str] = set()  # who the requester found in the room when it entered
         for entry in (peer, me):
-            (current,) = await self.store.get_index(SOCKET_ROOM, entry.socketId)
-            if current is not None:
-                await self.video.leave(entry.socketId, current)
+            await self.video.members.leave(entry.socketId)
             entered = await self.video.enter(
                 entry.socketId,
                 None,
@@ -65,7 +73,7 @@ class Pairing:
             slot.value = queue
         # The one who waited longest offers; the newcomer answers.
         for entry, other, initiator in ((peer, me, True), (me, peer, False)):
-            await hub.emit(
+            await self.emitter.emit(
                 "pair:matched",
                 {
                     "roomId": room_id,
@@ -80,7 +88,7 @@ class Pairing:
         for entry in gone:
             await self.video.leave(entry.socketId, room_id)
             if entry is peer and peer.socketId not in seen:
-                await hub.emit(
+                await self.emitter.emit(
                     "video:user-left",
                     {"socketId": peer.socketId, "userId": peer.user.id},
                     to=me.socketId,
@@ -94,6 +102,7 @@ class Pairing:
         return {"ok": True, "cancelled": cancelled}
 
     async def on_disconnect(self, conn: Conn) -> None:
+        """Runs before the video rooms' (see the order in `signaling.app`)."""
         async with self.store.edit(PairingQueue, QUEUE) as slot:
             queue = slot.value
             if queue is not None:

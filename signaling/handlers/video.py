@@ -1,10 +1,15 @@
-"""Video rooms (`video:` events): membership, mesh relay, media flags, chat, the SFU edge."""
+"""Video rooms (`video:` events): membership, modes, mesh relay, the SFU edge.
+
+Media flags, screen share and chat are `handlers.in_call`; call history `handlers.calls`.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from signaling.auth import MembershipChecker
+from signaling.config import Settings
 from signaling.domain import (
     ChatMessage,
     ModeChange,
@@ -14,21 +19,14 @@ from signaling.domain import (
     check_room_claim,
 )
 from signaling.errors import Forbidden, InvalidPayload, NotFound, NotInRoom
+from signaling.handlers.calls import record_join, record_leave
 from signaling.history import History, utcnow
-from signaling.history.base import parse_iso
-from signaling.hub import Conn, Hub, model_parser
 from signaling.media import SFU, MediaRouter, Seat
+from signaling.membership import Membership
 from signaling.metrics import MODE_SWITCHES, RELAYED, ROOM_JOINS
-from signaling.models import (
-    Answer,
-    IceCandidate,
-    JoinRoom,
-    Offer,
-    RoomRef,
-    ToggleAudio,
-    ToggleVideo,
-    VideoChat,
-)
+from signaling.models import Answer, IceCandidate, JoinRoom, Limits, Offer, RoomRef, model_parser
+from signaling.ports import Conn, Emitter, Events
+from signaling.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +39,51 @@ CHAT = "video-chat"
 
 
 class VideoRooms:
-    def __init__(self, hub: Hub, history: History) -> None:
-        self.hub = hub
-        self.store = hub.store
+    """The owner of video rooms: who is in each, its mode, its media, and its close.
+
+    A room closes root first: its media once (`MediaRouter.close_room`: the SFU drops every
+    participant's connection together, on every node, as mediasoup's router closes its
+    transports), then the participants are told; nobody is renegotiated on the way.
+    """
+
+    def __init__(
+        self,
+        events: Events,
+        emitter: Emitter,
+        store: Store,
+        history: History,
+        checker: MembershipChecker,
+        limits: Limits,
+        media: MediaRouter,
+        settings: Settings,
+        node_id: str,
+    ) -> None:
+        self.emitter = emitter
+        self.store = store
         self.history = history
-        self.media = MediaRouter(hub, self._wants_media, self._peer_replaced, self._call_of)
-        on = hub.on
+        self.checker = checker
+        self.limits = limits
+        self.media = media
+        self.settings = settings
+        self.node_id = node_id
+        self.members = Membership(store, VideoRoom, _members, self.leave, index=SOCKET_ROOM)
+        on = events.on
         on("video:join-room", model_parser(JoinRoom))(self.join)
         on("video:leave-room", model_parser(RoomRef))(self.leave_room)
         on("video:offer", model_parser(Offer))(self.offer)
         on("video:answer", model_parser(Answer))(self.answer)
         on("video:ice-candidate", model_parser(IceCandidate))(self.ice_candidate)
-        on("video:toggle-audio", model_parser(ToggleAudio))(self.toggle_audio)
-        on("video:toggle-video", model_parser(ToggleVideo))(self.toggle_video)
-        on("video:start-screen-share", model_parser(RoomRef))(self.start_screen_share)
-        on("video:stop-screen-share", model_parser(RoomRef))(self.stop_screen_share)
-        on("video:chat", model_parser(VideoChat))(self.chat)
-        hub.on_disconnect_hooks.append(self.on_disconnect)
 
     # -- membership -------------------------------------------------------------------------
 
     async def join(self, conn: Conn, payload: JoinRoom) -> dict[str, Any]:
-        hub = self.hub
-        room_id = hub.limits.room_id(payload.roomId)
+        room_id = self.limits.room_id(payload.roomId)
         check_room_claim(conn.identity.rooms, conn.identity.role, room_id)
-        if not await hub.membership.is_member(
+        if not await self.checker.is_member(
             conn.identity, room_id=room_id, study_id=payload.studyId
         ):
             raise Forbidden("not a member of this room")
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None and current != room_id:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid, keep=room_id)
         return await self.enter(conn.sid, conn, room_id, payload.studyId, sfu=payload.sfu)
 
     async def enter(
@@ -86,15 +98,14 @@ class VideoRooms:
         sfu: bool = False,
     ) -> dict[str, Any]:
         """Puts a socket in a room and tells everyone; used by joins and by pairing."""
-        hub = self.hub
-        settings = hub.settings
+        settings = self.settings
         if participant is None:
             assert conn is not None
             participant = Participant(
                 socketId=sid,
                 userId=conn.user_id,
                 user=conn.identity.user,
-                node=hub.node_id,
+                node=self.node_id,
                 sfu=sfu,
             )
         async with self.store.edit(VideoRoom, room_id) as slot:
@@ -108,8 +119,8 @@ class VideoRooms:
             rejoin = sid in room.participants
             change = room.join(participant, settings.max_participants)
             slot.value = room
-        self._record_join(room, participant, opened, rejoin, change)
-        await self.store.set_index(SOCKET_ROOM, sid, room_id)
+        record_join(self.history, room, participant, opened, rejoin, change)
+        await self.members.enter(sid, room_id)
         ROOM_JOINS.labels("video").inc()
         other_ids = [p.socketId for p in room.others(sid)]
         if not rejoin:
@@ -118,7 +129,7 @@ class VideoRooms:
             await self._announce_mode(room, change, other_ids)
         # Its media runs on this node, which holds its socket (pairing may enter a socket of
         # another node, but only into mesh rooms).
-        media = room.mode == "sfu" and self.media.available and participant.node == hub.node_id
+        media = room.mode == "sfu" and self.media.available and participant.node == self.node_id
         if media and not participant.sfu:
             # A mesh client offers to everyone as soon as it has the room state: the SFU
             # must know it first. (A rejoin gets fresh connections too.)
@@ -130,7 +141,7 @@ class VideoRooms:
         return {"ok": True, "mode": room.mode, "self": sid, "participants": others}
 
     async def leave_room(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        room_id = await self.room_of(conn, payload.roomId)
+        room_id = await self._checked_room(conn, payload.roomId)
         await self.leave(conn.sid, room_id)
         return {"ok": True}
 
@@ -146,10 +157,10 @@ class VideoRooms:
             else:
                 participant, change = room.leave(sid)
                 slot.value = None if room.empty else room
-        await self.store.set_index(SOCKET_ROOM, sid, None)
+        await self.members.forget([sid], room_id)
         if room is None or participant is None:
             return
-        self._record_leave(room, sid, change)
+        record_leave(self.history, room, sid, change)
         remaining = [p.socketId for p in room.participants.values()]
         await self._emit_left(participant, remaining)
         if room.empty:
@@ -162,69 +173,35 @@ class VideoRooms:
             await self.media.leave(room_id, sid, participant.node)
 
     async def on_disconnect(self, conn: Conn) -> None:
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current is not None:
-            await self.leave(conn.sid, current)
+        await self.members.leave(conn.sid)
 
     async def close_room(self, room_id: str, reason: str) -> bool:
-        """Closes a room for everyone (HTTP API); True when it existed."""
+        """Closes a room for everyone (HTTP API), root first; True when it existed."""
         async with self.store.edit(VideoRoom, room_id) as slot:
             room = slot.value
             slot.value = None
         if room is None:
             return False
-        self.history.call_ended(room.callId, utcnow())
         sids = list(room.participants)
-        for sid in sids:
-            await self.store.set_index(SOCKET_ROOM, sid, None)
+        self.history.call_ended(room.callId, utcnow())
+        await self.members.forget(sids, room_id)
         await self.store.delete_list(CHAT, room_id)
-        await self.hub.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
         if room.mode == "sfu" and self.media.available:
             await self.media.close_room(room_id, room.callId)  # on every node, once
+        await self.emitter.emit("video:room-closed", {"roomId": room_id, "reason": reason}, to=sids)
         return True
 
     async def purge_node(self, node_id: str) -> None:
         """A dead node's participants leave every room; every node's media drops them and
         its pipes (the survivors keep their own media)."""
         await self.media.node_gone(node_id)
-        for room in await self.store.load_all(VideoRoom):
-            for participant in list(room.participants.values()):
-                if participant.node == node_id:
-                    await self.leave(participant.socketId, room.id, media=False)
+        await self.members.purge_node(node_id, lambda sid, room: self.leave(sid, room, media=False))
 
-    async def room_of(self, conn: Conn, room_id: str) -> str:
+    async def _checked_room(self, conn: Conn, room_id: str) -> str:
         """The room id, once it is valid and the socket is in that room."""
-        self.hub.limits.room_id(room_id)
-        (current,) = await self.store.get_index(SOCKET_ROOM, conn.sid)
-        if current != room_id:
-            raise NotInRoom("not in this room")
+        self.limits.room_id(room_id)
+        await self.members.check(conn.sid, room_id)
         return room_id
-
-    # -- call history (write-behind) ------------------------------------------------------------
-
-    def _record_join(
-        self,
-        room: VideoRoom,
-        participant: Participant,
-        opened: bool,
-        rejoin: bool,
-        change: ModeChange | None,
-    ) -> None:
-        history, at = self.history, parse_iso(participant.joinedAt)
-        if opened:
-            history.call_started(room.callId, room.id, room.studyId, room.mode, at)
-        if not rejoin:
-            history.participant_joined(room.callId, participant.socketId, participant.user, at)
-        if change is not None:
-            history.mode_changed(room.callId, change.current, at)
-
-    def _record_leave(self, room: VideoRoom, sid: str, change: ModeChange | None) -> None:
-        at = utcnow()
-        self.history.participant_left(room.callId, sid, at)
-        if room.empty:
-            self.history.call_ended(room.callId, at)
-        elif change is not None:
-            self.history.mode_changed(room.callId, change.current, at)
 
     # -- topology -----------------------------------------------------------------------------
 
@@ -254,7 +231,7 @@ class VideoRooms:
             if change.current == "sfu":
                 for peer in peers:  # back in its list: the SFU connects it to them
                     await self._emit_joined(peer, client.socketId)
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:mode-changed", {"roomId": room.id, "mode": change.current}, to=to
         )
         if change.current == "mesh":
@@ -287,14 +264,14 @@ class VideoRooms:
     ) -> list[dict[str, Any]]:
         participants = [p.wire() for p in (room.others(sid) if listed is None else listed)]
         history = await self.store.read_list(CHAT, room.id)
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:room-state",
             {
                 "roomId": room.id,
                 "mode": room.mode,
                 "self": sid,
                 "participants": participants,
-                "iceServers": self.hub.settings.ice_servers,
+                "iceServers": self.settings.ice_servers,
                 "chat": [ChatMessage.model_validate_json(m).wire() for m in history],
             },
             to=sid,
@@ -303,17 +280,20 @@ class VideoRooms:
 
     async def _emit_joined(self, p: Participant, to: str | list[str]) -> None:
         joined = {"socketId": p.socketId, "userId": p.userId, "user": p.user.model_dump()}
-        await self.hub.emit("video:user-joined", joined, to=to)
+        await self.emitter.emit("video:user-joined", joined, to=to)
 
     async def _emit_left(self, p: Participant, to: str | list[str]) -> None:
-        await self.hub.emit("video:user-left", {"socketId": p.socketId, "userId": p.userId}, to=to)
+        await self.emitter.emit(
+            "video:user-left", {"socketId": p.socketId, "userId": p.userId}, to=to
+        )
 
-    async def _wants_media(self, room_id: str, sid: str) -> bool:
-        (current,) = await self.store.get_index(SOCKET_ROOM, sid)
+    async def wants_media(self, room_id: str, sid: str) -> bool:
+        """Whether ``sid`` still belongs to sfu room ``room_id`` (`MediaRouter`'s check)."""
+        current = await self.members.room_of(sid)
         room = await self.store.load(VideoRoom, room_id) if current == room_id else None
         return room is not None and room.mode == "sfu" and sid in room.participants
 
-    async def _peer_replaced(self, room_id: str, sid: str, peer: str) -> None:
+    async def peer_replaced(self, room_id: str, sid: str, peer: str) -> None:
         """The SFU offers mesh client ``sid`` a fresh connection to ``peer`` (its upload
         moves there): shown as ``peer`` leaving and joining again, the documents' client
         closes the connection it holds (it would keep it, and that connection's stale
@@ -324,7 +304,7 @@ class VideoRooms:
             await self._emit_left(p, sid)
             await self._emit_joined(p, sid)
 
-    async def _call_of(self, room_id: str) -> str | None:
+    async def call_of(self, room_id: str) -> str | None:
         """The room's current call (a room closed on one node and opened again is another)."""
         room = await self.store.load(VideoRoom, room_id)
         return room.callId if room is not None else None
@@ -340,10 +320,10 @@ class VideoRooms:
         joining or on the switch, unseated on leaving, closing, or the switch back), so the
         room's mode costs no read of the store.
         """
-        mine, theirs = await self.store.get_index(SOCKET_ROOM, conn.sid, to)
+        mine, shared = await self.members.peers(conn.sid, to)
         if mine is None:
             raise NotInRoom("join a video room first")
-        if to != SFU and theirs != mine:
+        if to != SFU and not shared:
             raise NotFound("no such participant in your room")
         sfu = self.media.seated(mine, conn.sid)
         if to == SFU and not sfu:
@@ -351,7 +331,7 @@ class VideoRooms:
         return mine, sfu
 
     async def offer(self, conn: Conn, payload: Offer) -> None:
-        self.hub.limits.sdp(payload.offer)
+        self.limits.sdp(payload.offer)
         if payload.to == SFU:
             await self._destination(conn, payload.to)
             raise InvalidPayload("the SFU makes the offers; answer them instead")
@@ -362,12 +342,12 @@ class VideoRooms:
             await self.media.offer(room_id, conn.sid, payload.to, payload.offer.sdp)
             return
         RELAYED_OFFER.inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:offer", {"from": conn.sid, "offer": payload.verbatim("offer")}, to=payload.to
         )
 
     async def answer(self, conn: Conn, payload: Answer) -> None:
-        self.hub.limits.sdp(payload.answer)
+        self.limits.sdp(payload.answer)
         room_id, sfu = await self._destination(conn, payload.to)
         if sfu:
             if payload.answer.type != "answer":
@@ -375,7 +355,7 @@ class VideoRooms:
             await self.media.answer(room_id, conn.sid, payload.to, payload.answer.sdp)
             return
         RELAYED_ANSWER.inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:answer", {"from": conn.sid, "answer": payload.verbatim("answer")}, to=payload.to
         )
 
@@ -386,59 +366,12 @@ class VideoRooms:
             await self.media.candidate(room_id, conn.sid, payload.to, candidate)
             return
         RELAYED_ICE_CANDIDATE.inc()
-        await self.hub.emit(
+        await self.emitter.emit(
             "video:ice-candidate",
             {"from": conn.sid, "candidate": payload.verbatim("candidate")},
             to=payload.to,
         )
 
-    # -- media flags and chat ---------------------------------------------------------------------
 
-    async def _set_media(self, conn: Conn, room_id: str, **flags: bool) -> VideoRoom:
-        await self.room_of(conn, room_id)
-        async with self.store.edit(VideoRoom, room_id) as slot:
-            room = slot.value
-            if room is None:
-                raise NotInRoom("not in this room")
-            participant = room.set_media(conn.sid, **flags)
-        await self.hub.emit(
-            "video:media-state-changed",
-            participant.media_state(),
-            to=[p.socketId for p in room.others(conn.sid)],
-        )
-        return room
-
-    async def toggle_audio(self, conn: Conn, payload: ToggleAudio) -> dict[str, Any]:
-        await self._set_media(conn, payload.roomId, is_muted=payload.isMuted)
-        return {"ok": True}
-
-    async def toggle_video(self, conn: Conn, payload: ToggleVideo) -> dict[str, Any]:
-        await self._set_media(conn, payload.roomId, is_video_off=payload.isVideoOff)
-        return {"ok": True}
-
-    async def start_screen_share(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        return await self._screen_share(conn, payload.roomId, True)
-
-    async def stop_screen_share(self, conn: Conn, payload: RoomRef) -> dict[str, Any]:
-        return await self._screen_share(conn, payload.roomId, False)
-
-    async def _screen_share(self, conn: Conn, room_id: str, sharing: bool) -> dict[str, Any]:
-        await self._set_media(conn, room_id, is_sharing_screen=sharing)
-        if self.media.seated(room_id, conn.sid):  # sfu: this node's SFU renegotiates
-            await self.media.screen_share(room_id, conn.sid, sharing)
-        return {"ok": True}
-
-    async def chat(self, conn: Conn, payload: VideoChat) -> dict[str, Any]:
-        await self.room_of(conn, payload.roomId)
-        content = self.hub.limits.chat(payload.content)
-        message = ChatMessage(roomId=payload.roomId, content=content, user=conn.identity.user)
-        room = await self.store.load(VideoRoom, payload.roomId)
-        if room is None:
-            raise NotInRoom("not in this room")
-        # The ack promises the message is stored; the room's live chat is in the store.
-        await self.history.add_message(message, call_id=room.callId)
-        await self.store.append_capped(
-            CHAT, payload.roomId, message.model_dump_json(), self.hub.settings.chat_history
-        )
-        await self.hub.emit("video:chat", message.wire(), to=list(room.participants))
-        return {"ok": True, "id": message.id}
+def _members(room: VideoRoom) -> list[tuple[str, str]]:
+    return [(p.socketId, p.node) for p in room.participants.values()]

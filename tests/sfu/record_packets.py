@@ -67,7 +67,7 @@ async def record(codec: str, seconds: float) -> dict[str, Any]:
     MediaTransport.send_rtp = send_rtp  # type: ignore[method-assign]
     try:
         async with inprocess_server(room_mode="sfu", sfu_video_codec=codec) as server:
-            port = server.application.hub.media
+            port = server.application.media
             assert port is not None
             stock_run = port.run
 

@@ -276,7 +276,7 @@ async def test_a_busy_store_answers_internal_with_its_message(
 
     async with connected(server.url, "alice") as (alice,):
         with monkeypatch.context() as patch:
-            patch.setattr(server.application.hub.store, "edit", busy)
+            patch.setattr(server.application.store, "edit", busy)
             ack = await alice.call("video:join-room", {"roomId": "r"})
     assert ack == {
         "ok": False,

@@ -179,7 +179,7 @@ async def test_binary_attachments_are_refused_then_bounded() -> None:
             await raw.send(b"\x02" * (size // 2 + 1))
         assert await raw.closed_by_server(timeout=2 * CLOSE_TIMEOUT_S + 1)
         assert (await bob.next("video:user-left"))["userId"] == "raw"
-        assert server.application.hub.sio._binary_packet == {}
+        assert server.application.sockets.server._binary_packet == {}
 
 
 # -- broken framing closes, for real ---------------------------------------------------------------
@@ -205,7 +205,7 @@ async def test_broken_frames_close_the_websocket_in_bounded_time(frame: str) -> 
         await raw.send(frame)
         assert await raw.closed_by_server(timeout=2 * CLOSE_TIMEOUT_S + 1), "websocket left open"
         assert (await bob.next("video:user-left"))["userId"] == "raw"
-        sio = server.application.hub.sio
+        sio = server.application.sockets.server
         assert len(sio.eio.sockets) == 1 and len(sio.environ) == 1
         assert bob.pending("video:user-left") == []
 
@@ -235,7 +235,7 @@ async def test_an_engine_io_close_from_the_client_closes_the_websocket() -> None
 async def test_open_close_cycles_leave_no_state_behind() -> None:
     """CONNECT, a broken frame and another CONNECT in one burst, 150 times: nothing stays."""
     async with room_with_bystander() as (server, bob, stays), aiohttp.ClientSession() as http:
-        sio = server.application.hub.sio
+        sio = server.application.sockets.server
         for n in range(150):
             raw = await RawSocket(http, server.url).open()
             await raw.connect({"userId": f"cycle-{n}"})
@@ -243,7 +243,7 @@ async def test_open_close_cycles_leave_no_state_behind() -> None:
             await raw.send('40{"userId":"again"}')
             await raw.send(event("video:join-room", {"roomId": ROOM}))
             assert await raw.closed_by_server(timeout=2 * CLOSE_TIMEOUT_S + 1)
-        assert set(server.application.hub.conns) == {bob.sid, stays.sid}
+        assert set(server.application.sockets.conns) == {bob.sid, stays.sid}
         assert len(sio.eio.sockets) == 2 and len(sio.environ) == 2
         assert len(sio.manager.rooms["/"][None]) == 2 and sio._binary_packet == {}
         assert bob.pending("video:user-joined") == []
@@ -271,11 +271,11 @@ async def test_a_transport_that_closes_during_a_slow_handshake_leaves_no_session
         handshake = asyncio.ensure_future(poll.post('40{"userId":"slow","token":"t"}'))
         await asyncio.wait_for(asked.wait(), 5)
         assert await poll.post("1") == 200  # engine.io CLOSE while the auth check runs
-        sio = server.application.hub.sio
+        sio = server.application.sockets.server
         assert sio.eio.sockets == {}
         release.set()
         await asyncio.wait_for(handshake, 5)
-        assert server.application.hub.conns == {}
+        assert server.application.sockets.conns == {}
         assert sio.manager.rooms.get("/", {}).get(None) is None
         _, health = await http_json("GET", server.url + "/health")
         assert health["connections"] == 0
@@ -361,4 +361,4 @@ async def test_long_polling_refuses_the_same_and_closes_for_real() -> None:
         assert (await big.get())[0] == 400
         _, health = await http_json("GET", server.url + "/health")
         assert health["connections"] == 0
-        assert server.application.hub.sio.eio.sockets == {}
+        assert server.application.sockets.server.eio.sockets == {}

@@ -33,7 +33,7 @@ async def guide_peers(
 
 
 def media_stats(server: InProcess) -> dict[str, Any]:
-    media = server.application.hub.media
+    media = server.application.media
     assert media is not None
     return media.stats()
 

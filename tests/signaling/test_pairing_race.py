@@ -54,7 +54,7 @@ async def test_a_waiting_peer_disconnecting_during_the_match_leaves_no_ghost() -
             for n in range(ROUNDS):
                 await one_round(server, n)
             assert await rooms(server) == {f"video:{LOBBY}": 1}
-            assert set(server.application.hub.conns) == {keeper.sid}
+            assert set(server.application.sockets.conns) == {keeper.sid}
         finally:
             await keeper.close()
 
@@ -83,6 +83,6 @@ async def test_a_requester_closing_its_transport_mid_request_leaves_no_ghost() -
                     assert (left["socketId"], left["userId"]) == (poller.sid, f"p{n}")
                 await waiter.close()
             assert await rooms(server) == {f"video:{LOBBY}": 1}, json.dumps(await rooms(server))
-            assert set(server.application.hub.conns) == {keeper.sid}
+            assert set(server.application.sockets.conns) == {keeper.sid}
         finally:
             await keeper.close()

@@ -65,7 +65,7 @@ async def test_an_unanswered_sfu_offer_is_repeated_once_then_the_media_dropped()
             error = await mute.next("error", timeout=3)
             assert error["code"] == "INVALID_PAYLOAD" and error["event"] == "video:answer"
             assert "no answer" in error["message"]
-            media = server.application.hub.media
+            media = server.application.media
             assert media is not None
             await poll_until(lambda: media.stats()["total"]["peer_connections"] == 0, TIMEOUT)
             # Its signaling stays: still in the room, still served.

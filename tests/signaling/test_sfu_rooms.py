@@ -57,7 +57,7 @@ async def test_sfu_room_forwards_everyone_to_everyone_by_socket_id(
             assert set(peer.frames_by_stream("video")) == set(others)
             assert peer.errors == []
         assert decode_counter.calls == 0
-        media = server.application.hub.media
+        media = server.application.media
         assert media is not None
         assert media.stats()["rooms"]["s"]["peer_connections"] == 3
 
@@ -94,7 +94,7 @@ async def test_auto_mode_switches_to_sfu_at_four_and_back_to_mesh_at_two(
     ):
         for peer in first:
             assert peer.plane.joined is not None and peer.plane.joined["mode"] == "mesh"  # type: ignore[attr-defined]
-        media = server.application.hub.media
+        media = server.application.media
         assert media is not None and "a" not in media.stats()["rooms"]
         async with peers(server, "a", ["p4"], vp8_clip, opus_clip) as (p4,):
             assert p4.plane.joined["mode"] == "sfu"  # type: ignore[attr-defined]
