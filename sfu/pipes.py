@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,11 @@ logger = logging.getLogger(__name__)
 Address = tuple[str, int]
 PIPE_AUDIO_LEVEL_ID = 1
 """The audio level rides the pipe under this extension id (the only one kept)."""
+PIPE_SOCKET_BUFFER = 4 * 1024 * 1024
+"""One pipe socket carries every track of a room's other workers, where a client's socket
+carries one client's: with the kernel's default (~200 kB, ~90 packets) a worker held off
+its core for a few ms drops a burst of many tracks at once, and every subscriber of them
+NACKs and asks for a keyframe over the pipe. The kernel caps this at net.core.rmem_max."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,9 @@ class PipeEndpoint(asyncio.DatagramProtocol):
     async def start(self, host: str, advertise: str | None = None) -> Address:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, 0))
+        sock = transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, PIPE_SOCKET_BUFFER)
         port = transport.get_extra_info("sockname")[1]
         self.address = (advertise or host, port)
         return self.address
