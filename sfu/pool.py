@@ -156,15 +156,29 @@ class WorkerPool:
         if self.config.placement == "spread":
             return live[next(self._next) % len(live)]
         members = self._rooms.get(room, {})
-        weight = self.config.publisher_pps * max(1, len(members) + len(self._far.get(room, {})))
+        others = len(members) + len(self._far.get(room, {}))
         hosting = sorted(
             {w for w in members.values() if w.state == "up"},
             key=lambda w: -sum(1 for m in members.values() if m is w),
         )
         for worker in hosting:
-            if worker.load + weight <= self.config.capacity_pps:
+            # the joiner subscribes to everyone; the worker's own subscribers add the joiner
+            here = sum(1 for m in members.values() if m is worker)
+            added = self.config.publisher_pps * (others + here)
+            if self._load(worker) + added <= self.config.capacity_pps:
                 return worker
-        return min(live, key=lambda w: w.load)
+        return min(live, key=self._load)
+
+    def _load(self, worker: Handle) -> float:
+        """Forwarded packets/s: what the worker last measured, or what its seats will
+        forward once their media flows (a join counts at once, before any packet does)."""
+        expected = 0.0
+        for room, members in self._rooms.items():
+            here = sum(1 for m in members.values() if m is worker)
+            if here:
+                everyone = len(members) + len(self._far.get(room, {}))
+                expected += self.config.publisher_pps * here * (everyone - 1)
+        return max(worker.packets_per_s, expected)
 
     def _hosts(self, room: str) -> set[Handle]:
         return set(self._rooms.get(room, {}).values())
@@ -184,8 +198,6 @@ class WorkerPool:
         members[who] = worker
         self._where[(room, who)] = worker
         worker.participants.add((room, who))
-        if isinstance(worker, Worker):
-            worker.estimate += self.config.publisher_pps * 2 * len(members)
         reply = await worker.call(command)
         for host in hosts - {worker}:
             await host.call(RemoteJoin(room, who))

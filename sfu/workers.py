@@ -74,8 +74,6 @@ class Worker:
         self.packets_per_s = 0.0
         self.cpu_s_per_s = 0.0
         self.cpu_s = 0.0
-        self.estimate = 0.0
-        """Load placed since the last report (packets/s), so placement sees it at once."""
         self.pipes = 0
         self.rss = 0
         self.last_stats: dict[str, Any] = {"rooms": {}, "total": {}}
@@ -86,10 +84,6 @@ class Worker:
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._hello: asyncio.Future[dict[str, Any]] | None = None
-
-    @property
-    def load(self) -> float:
-        return self.packets_per_s + self.estimate
 
     async def start(self) -> None:
         config = self.pool.config
@@ -174,7 +168,6 @@ class Worker:
         self.rss = int(message["rss"])
         self.last_stats = message["stats"]
         self.last_counters = message["counters"]
-        self.estimate = 0.0
 
     async def _gone(self) -> None:
         if self.state == "stopping":
@@ -257,10 +250,6 @@ class InlineWorker:
         self._sampler: asyncio.Task[None] | None = None
         self.packets_per_s = 0.0
         self.cpu_s_per_s = 0.0
-
-    @property
-    def load(self) -> float:
-        return 0.0
 
     async def _sample(self) -> None:
         """Once a second, as a worker process reports itself (the CPU is the whole server

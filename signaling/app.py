@@ -59,7 +59,9 @@ def build_media(settings: Settings) -> MediaPort | None:
                 answer_timeout_s=settings.sfu_answer_timeout_s,
             ),
             pipe_host=settings.media_pipe_host,
+            pipe_advertise=settings.media_pipe_advertise,
             placement=settings.media_placement,
+            capacity_pps=settings.media_worker_capacity_pps,
         ),
         unrouted,
     )

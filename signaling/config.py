@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     """load: a room stays on one worker while it fits; spread: each joiner on the next."""
     media_pipe_host: str = "127.0.0.1"
     """Where this node's workers listen for the pipes between them."""
+    media_pipe_advertise: str | None = None
+    """The address other nodes send pipes to, when it is not MEDIA_PIPE_HOST (NAT,
+    containers: listen on 0.0.0.0, advertise the host's address)."""
+    media_worker_capacity_pps: float = Field(default=30_000.0, gt=0)
+    """Forwarded packets/s a worker takes before a room spills onto another one (`load`)."""
     # An SFU offer unanswered this long is sent again once, then the client's media is
     # dropped (its signaling stays). A connection the client closes or that fails gets a
     # fresh offer after SFU_RETRY_BACKOFF_S, doubling for each retry (at most 3).

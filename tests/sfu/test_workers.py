@@ -136,6 +136,33 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back(
             await peer.close()
 
 
+async def test_load_placement_keeps_a_room_on_one_worker_until_it_would_overfill_it(
+    vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    """``MEDIA_PLACEMENT=load``: joiners stay with their room's worker while what it will
+    forward fits its capacity, counted at the join (before any packet flows); the one that
+    would overfill it goes to the other worker, and the room still gets everyone."""
+    plane = PortPlane()
+    # each publisher counted as 1,000 pkt/s per subscriber: 2 people forward 2,000 and a
+    # third would add 4,000 more, over the capacity of 5,000
+    config = PoolConfig(workers=2, placement="load", capacity_pps=5_000, publisher_pps=1_000)
+    pool = WorkerPool(config, plane.on_event)
+    plane.port = pool
+    await pool.start()
+    peers = [PeerClient(plane, ROOM, f"p{i}", vp8_clip, opus_clip) for i in range(3)]
+    try:
+        for peer in peers:
+            await peer.join()
+        seats = {who: w.index for w in pool.workers for _, who in w.participants}
+        assert seats["p0"] == seats["p1"] != seats["p2"]
+        for peer in peers:
+            await peer.wait_frames("video", [o.id for o in peers if o is not peer], n=5)
+    finally:
+        for peer in peers:
+            await peer.close()
+        await pool.close()
+
+
 class Bus:
     """Two nodes' pools on one message bus (in the server: Redis pub/sub)."""
 
