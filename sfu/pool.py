@@ -179,13 +179,17 @@ class WorkerPool:
         members = self._rooms.setdefault(room, {})
         hosts = set(members.values())
         first_here = not members
-        if worker not in hosts:
-            await self._introduce(worker, room)
+        # Seated before a new worker is introduced to the room: what happens in the room
+        # while it is (a member publishes, a far member comes or goes) reaches it as it
+        # reaches every host, and the introduction sends what was there before (a worker
+        # told the same twice does nothing the second time).
         members[who] = worker
         self._where[(room, who)] = worker
         worker.participants.add((room, who))
         if isinstance(worker, Worker):
             worker.estimate += self.config.publisher_pps * 2 * len(members)
+        if worker not in hosts:
+            await self._introduce(worker, room)
         reply = await worker.call(command)
         for host in hosts - {worker}:
             await host.call(RemoteJoin(room, who))
@@ -197,16 +201,26 @@ class WorkerPool:
         return reply
 
     async def _introduce(self, worker: Handle, room: str) -> None:
-        """A worker new to the room learns everyone in it, here and on other nodes."""
-        for other, home in self._rooms.get(room, {}).items():
+        """A worker new to the room learns everyone in it, here and on other nodes.
+
+        It already hosts the joining participant, so it hears of the room's changes
+        meanwhile; each member is read again when it is sent (it may have left, or
+        published, while an earlier one was being sent)."""
+        for other in list(self._rooms.get(room, {})):
+            home = self._rooms.get(room, {}).get(other)
+            if home is None or home is worker:
+                continue  # gone meanwhile, or seated on this worker (the joining one)
             await worker.call(RemoteJoin(room, other))
             tracks = self._tracks.get((room, other))
-            if tracks:
+            if tracks and self._rooms.get(room, {}).get(other) is home:
                 await worker.call(RemoteTracks(room, other, home.pipe, tracks))
                 await home.call(PipeTo(room, other, worker.pipe))
-        for other, far in self._far.get(room, {}).items():
+        for other in list(self._far.get(room, {})):
+            far = self._far.get(room, {}).get(other)
+            if far is None:
+                continue
             await worker.call(RemoteJoin(room, other))
-            if far.origin is not None and far.tracks:
+            if far.origin is not None and far.tracks and self._far.get(room, {}).get(other) is far:
                 await worker.call(RemoteTracks(room, other, far.origin, far.tracks))
 
     async def _leave(self, worker: Handle, room: str, who: str) -> Reply:
