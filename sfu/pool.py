@@ -231,7 +231,7 @@ class WorkerPool:
             await host.call(RemoteLeave(room, who))
         if worker not in members.values():
             # The worker hosts nobody of this room now: nothing is piped to it any more.
-            for other, home in members.items():
+            for other, home in list(members.items()):
                 with contextlib.suppress(WorkerGone):
                     await home.call(Unpipe(room, other, worker.pipe))
             await worker.call(CloseRoom(room))
@@ -267,7 +267,7 @@ class WorkerPool:
         for host in self._hosts(room) - {worker}:
             await host.call(RemoteTracks(room, who, worker.pipe, event.tracks))
             await worker.call(PipeTo(room, who, host.pipe))
-        for pipes in self._far_pipes.get(room, {}).values():
+        for pipes in list(self._far_pipes.get(room, {}).values()):
             for address in pipes:
                 await worker.call(PipeTo(room, who, address))
         await self._say(
@@ -301,8 +301,8 @@ class WorkerPool:
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await host.call(RemoteLeave(room, who))
             await self._say({"t": "member", "room": room, "participant": who, "joined": False})
-        for room, members in self._rooms.items():
-            for other, home in members.items():
+        for room, members in list(self._rooms.items()):
+            for other, home in list(members.items()):
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await home.call(Unpipe(room, other, dead_pipe))
         for room in {room for room, _ in lost}:
@@ -366,7 +366,7 @@ class WorkerPool:
         members = self._rooms.get(room, {})
         if not members:
             return
-        for who, home in members.items():
+        for who, home in list(members.items()):
             await self._say({"t": "member", "room": room, "participant": who, "joined": True})
             tracks = self._tracks.get((room, who))
             if tracks:
@@ -419,7 +419,7 @@ class WorkerPool:
             known.pop(node, None)
             if not known:
                 self._far_pipes.pop(room, None)
-        for who, home in self._rooms.get(room, {}).items():
+        for who, home in list(self._rooms.get(room, {}).items()):
             if not self._tracks.get((room, who)):
                 continue
             for address in pipes - before:
@@ -438,7 +438,7 @@ class WorkerPool:
                     await self._far_member(room, node, who, False)
         for room, by_node in list(self._far_pipes.items()):
             for address in by_node.pop(node, set()):
-                for who, home in self._rooms.get(room, {}).items():
+                for who, home in list(self._rooms.get(room, {}).items()):
                     with contextlib.suppress(WorkerGone, TimeoutError):
                         await home.call(Unpipe(room, who, address))
             if not by_node:

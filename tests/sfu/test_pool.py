@@ -52,11 +52,22 @@ class StandIn:
 
 
 class Recorder:
+    """A bus that keeps what was said; ``during`` runs a step while the first message
+    matching it is being published (Redis publishes are awaited)."""
+
     def __init__(self) -> None:
         self.said: list[dict[str, Any]] = []
+        self.during: list[
+            tuple[Callable[[dict[str, Any]], bool], Callable[[], Awaitable[Any]]]
+        ] = []
 
     async def publish(self, message: dict[str, Any]) -> None:
         self.said.append(message)
+        for hook in list(self.during):
+            matches, step = hook
+            if matches(message):
+                self.during.remove(hook)
+                await step()
 
 
 async def no_events(event: Any) -> None:
@@ -108,3 +119,15 @@ async def test_a_far_member_heard_of_while_a_worker_is_introduced_reaches_it() -
     assert {"t": "member", "room": ROOM, "participant": "p0", "joined": True, "node": "b"} in (
         bus.said
     )
+
+
+async def test_a_join_while_the_room_is_told_to_another_node_is_told_too() -> None:
+    bus = Recorder()
+    pool, _ = pool_of(2, bus)
+    await pool.run(Join(ROOM, "p0"))
+    bus.said.clear()
+    # node a asks what node b holds; p1 joins while p0 is being said
+    bus.during.append((lambda m: m.get("participant") == "p0", lambda: pool.run(Join(ROOM, "p1"))))
+    await pool.on_bus({"t": "sync", "room": ROOM, "node": "a"})
+    said = [(m["t"], m.get("participant")) for m in bus.said]
+    assert ("member", "p0") in said and ("member", "p1") in said
