@@ -193,11 +193,15 @@ class WorkerPool:
         members = self._rooms.setdefault(room, {})
         hosts = set(members.values())
         first_here = not members
-        if worker not in hosts:
-            await self._introduce(worker, room)
+        # Seated before a new worker is introduced to the room: what happens in the room
+        # while it is (a member publishes, a far member comes or goes) reaches it as it
+        # reaches every host, and the introduction sends what was there before (a worker
+        # told the same twice does nothing the second time).
         members[who] = worker
         self._where[(room, who)] = worker
         worker.participants.add((room, who))
+        if worker not in hosts:
+            await self._introduce(worker, room)
         reply = await worker.call(command)
         for host in hosts - {worker}:
             await host.call(RemoteJoin(room, who))
@@ -209,16 +213,26 @@ class WorkerPool:
         return reply
 
     async def _introduce(self, worker: Handle, room: str) -> None:
-        """A worker new to the room learns everyone in it, here and on other nodes."""
-        for other, home in self._rooms.get(room, {}).items():
+        """A worker new to the room learns everyone in it, here and on other nodes.
+
+        It already hosts the joining participant, so it hears of the room's changes
+        meanwhile; each member is read again when it is sent (it may have left, or
+        published, while an earlier one was being sent)."""
+        for other in list(self._rooms.get(room, {})):
+            home = self._rooms.get(room, {}).get(other)
+            if home is None or home is worker:
+                continue  # gone meanwhile, or seated on this worker (the joining one)
             await worker.call(RemoteJoin(room, other))
             tracks = self._tracks.get((room, other))
-            if tracks:
+            if tracks and self._rooms.get(room, {}).get(other) is home:
                 await worker.call(RemoteTracks(room, other, home.pipe, tracks))
                 await home.call(PipeTo(room, other, worker.pipe))
-        for other, far in self._far.get(room, {}).items():
+        for other in list(self._far.get(room, {})):
+            far = self._far.get(room, {}).get(other)
+            if far is None:
+                continue
             await worker.call(RemoteJoin(room, other))
-            if far.origin is not None and far.tracks:
+            if far.origin is not None and far.tracks and self._far.get(room, {}).get(other) is far:
                 await worker.call(RemoteTracks(room, other, far.origin, far.tracks))
 
     async def _leave(self, worker: Handle, room: str, who: str) -> Reply:
@@ -229,7 +243,7 @@ class WorkerPool:
             await host.call(RemoteLeave(room, who))
         if worker not in members.values():
             # The worker hosts nobody of this room now: nothing is piped to it any more.
-            for other, home in members.items():
+            for other, home in list(members.items()):
                 with contextlib.suppress(WorkerGone):
                     await home.call(Unpipe(room, other, worker.pipe))
             await worker.call(CloseRoom(room))
@@ -265,7 +279,7 @@ class WorkerPool:
         for host in self._hosts(room) - {worker}:
             await host.call(RemoteTracks(room, who, worker.pipe, event.tracks))
             await worker.call(PipeTo(room, who, host.pipe))
-        for pipes in self._far_pipes.get(room, {}).values():
+        for pipes in list(self._far_pipes.get(room, {}).values()):
             for address in pipes:
                 await worker.call(PipeTo(room, who, address))
         await self._say(
@@ -299,8 +313,8 @@ class WorkerPool:
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await host.call(RemoteLeave(room, who))
             await self._say({"t": "member", "room": room, "participant": who, "joined": False})
-        for room, members in self._rooms.items():
-            for other, home in members.items():
+        for room, members in list(self._rooms.items()):
+            for other, home in list(members.items()):
                 with contextlib.suppress(WorkerGone, TimeoutError):
                     await home.call(Unpipe(room, other, dead_pipe))
         for room in {room for room, _ in lost}:
@@ -364,7 +378,7 @@ class WorkerPool:
         members = self._rooms.get(room, {})
         if not members:
             return
-        for who, home in members.items():
+        for who, home in list(members.items()):
             await self._say({"t": "member", "room": room, "participant": who, "joined": True})
             tracks = self._tracks.get((room, who))
             if tracks:
@@ -417,7 +431,7 @@ class WorkerPool:
             known.pop(node, None)
             if not known:
                 self._far_pipes.pop(room, None)
-        for who, home in self._rooms.get(room, {}).items():
+        for who, home in list(self._rooms.get(room, {}).items()):
             if not self._tracks.get((room, who)):
                 continue
             for address in pipes - before:
@@ -436,7 +450,7 @@ class WorkerPool:
                     await self._far_member(room, node, who, False)
         for room, by_node in list(self._far_pipes.items()):
             for address in by_node.pop(node, set()):
-                for who, home in self._rooms.get(room, {}).items():
+                for who, home in list(self._rooms.get(room, {}).items()):
                     with contextlib.suppress(WorkerGone, TimeoutError):
                         await home.call(Unpipe(room, who, address))
             if not by_node:

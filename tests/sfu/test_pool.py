@@ -1,0 +1,133 @@
+"""The pool's bookkeeping with stand-in workers: what each worker is told, in which order,
+when the room changes while a worker is being introduced to it (no media, no processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from sfu.commands import (
+    Command,
+    Done,
+    Join,
+    PipeTo,
+    Published,
+    RemoteJoin,
+    RemoteTracks,
+    Reply,
+)
+from sfu.pool import Handle, WorkerPool
+from sfu.workers import Address, PoolConfig
+
+ROOM = "spread"
+TRACKS = [{"key": "video", "kind": "video", "ssrc": 1, "codecs": [[97, "VP8", 90000]]}]
+
+
+class StandIn:
+    """A worker handle that records its commands; ``during`` runs a step of the room while
+    the first command matching it is in flight (as an event or a bus notice would)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pipe: Address = ("127.0.0.1", 40000 + index)
+        self.pid = 0
+        self.state = "up"
+        self.restarts = 0
+        self.load = 0.0
+        self.participants: set[tuple[str, str]] = set()
+        self.sent: list[Command] = []
+        self.during: list[tuple[Callable[[Command], bool], Callable[[], Awaitable[None]]]] = []
+
+    async def call(self, command: Command) -> Reply:
+        self.sent.append(command)
+        for hook in list(self.during):
+            matches, step = hook
+            if matches(command):
+                self.during.remove(hook)
+                await step()
+        return Done()
+
+    async def stop(self) -> None:
+        pass
+
+
+class Recorder:
+    """A bus that keeps what was said; ``during`` runs a step while the first message
+    matching it is being published (Redis publishes are awaited)."""
+
+    def __init__(self) -> None:
+        self.said: list[dict[str, Any]] = []
+        self.during: list[
+            tuple[Callable[[dict[str, Any]], bool], Callable[[], Awaitable[Any]]]
+        ] = []
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        self.said.append(message)
+        for hook in list(self.during):
+            matches, step = hook
+            if matches(message):
+                self.during.remove(hook)
+                await step()
+
+
+async def no_events(event: Any) -> None:
+    pass
+
+
+def pool_of(n: int, bus: Recorder | None = None) -> tuple[WorkerPool, list[StandIn]]:
+    pool = WorkerPool(PoolConfig(workers=n, node="b", placement="spread"), no_events, bus)
+    stand_ins = [StandIn(i) for i in range(n)]
+    pool.workers = cast(list[Handle], stand_ins)
+    return pool, stand_ins
+
+
+def remote_join(who: str) -> Callable[[Command], bool]:
+    return lambda c: isinstance(c, RemoteJoin) and c.participant == who
+
+
+async def test_tracks_published_while_a_worker_is_introduced_reach_it() -> None:
+    pool, (w0, w1, w2) = pool_of(3)
+    await pool.run(Join(ROOM, "p0"))  # on w0
+    await pool.run(Join(ROOM, "p1"))  # on w1
+    # p2 goes to w2, which is told of p0 (no tracks yet), then of p1: p0's tracks come
+    # meanwhile (w2 was asked about p0 already, and is not a host yet in the old order)
+    w2.during.append(
+        (
+            remote_join("p1"),
+            lambda: pool.on_worker_event(cast(Handle, w0), Published(ROOM, "p0", TRACKS)),
+        )
+    )
+    await pool.run(Join(ROOM, "p2"))
+    assert RemoteTracks(ROOM, "p0", w0.pipe, TRACKS) in w2.sent
+    assert PipeTo(ROOM, "p0", w2.pipe) in w0.sent
+    assert PipeTo(ROOM, "p0", w1.pipe) in w0.sent
+    # and it learnt of p0 before its tracks, of everyone before its own participant
+    order = [type(c).__name__ for c in w2.sent]
+    assert order.index("RemoteJoin") < order.index("RemoteTracks") < order.index("Join")
+
+
+async def test_a_far_member_heard_of_while_a_worker_is_introduced_reaches_it() -> None:
+    bus = Recorder()
+    pool, (w0, _) = pool_of(2, bus)
+    far = {"t": "member", "room": ROOM, "joined": True, "node": "a"}
+    await pool.on_bus({**far, "participant": "a1"})
+    # w0 is told of a1; a2 joins on node a meanwhile (the far members change under it)
+    w0.during.append((remote_join("a1"), lambda: pool.on_bus({**far, "participant": "a2"})))
+    reply = await pool.run(Join(ROOM, "p0"))
+    assert reply == Done()
+    assert RemoteJoin(ROOM, "a2") in w0.sent
+    assert {"t": "member", "room": ROOM, "participant": "p0", "joined": True, "node": "b"} in (
+        bus.said
+    )
+
+
+async def test_a_join_while_the_room_is_told_to_another_node_is_told_too() -> None:
+    bus = Recorder()
+    pool, _ = pool_of(2, bus)
+    await pool.run(Join(ROOM, "p0"))
+    bus.said.clear()
+    # node a asks what node b holds; p1 joins while p0 is being said
+    bus.during.append((lambda m: m.get("participant") == "p0", lambda: pool.run(Join(ROOM, "p1"))))
+    await pool.on_bus({"t": "sync", "room": ROOM, "node": "a"})
+    said = [(m["t"], m.get("participant")) for m in bus.said]
+    assert ("member", "p0") in said and ("member", "p1") in said
