@@ -14,10 +14,18 @@ track crosses a pipe once); ``--nodes 2`` runs two server processes on one Redis
 participants alternating between them. Server CPU is the signaling process plus its
 workers; each worker's share is reported (``worker_cpu``) to show the balance.
 
+``--worker-cpu 0.2`` holds each media process (a worker, or the server with one worker) to
+that share of a core for the measurement window, with a cgroup quota: on a machine where
+the load generator shares the cores, a smaller "core" per worker is how 1 against 2
+workers can both be driven to saturation. The run ends with the largest room each
+configuration held at full quality (`capacity`) and its packets/s against one worker's.
+
     python -m benchmarks.room --participants 4,8,12,16,20 --seconds 8 --rounds 2 \\
         --json benchmarks/results/room.json --plot benchmarks/results/room.png
     python -m benchmarks.room --participants 8,16,24 --workers 1,2 --modes forward \\
         --json benchmarks/results/room-workers.json
+    MEDIA_PLACEMENT=spread python -m benchmarks.room --participants 10,12,14,16 \
+        --workers 1,2 --modes forward --worker-cpu 0.2 --json benchmarks/results/room-capped.json
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import socketio
 import uvloop
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from benchmarks._cpucap import capped
 from benchmarks._loadgen import ClipPublisher, Packetized, RtpCounter, packetize
 from benchmarks._report import machine
 from devtools.media import Received, encode_opus_clip, encode_vp8_clip, receive_encoded
@@ -50,6 +59,11 @@ from devtools.server import SCRUB_ENV, running_server
 from sfu import _aiortc
 
 MODES = ("forward", "floor")
+HOLD_FPS = 27.0
+"""A room is held when every stream gets 90 % of the clip's 30 fps..."""
+HOLD_LATENCY_MS = 100.0
+"""...and the median frame arrives within this of its send time (not seconds late in a
+queue, which is how a saturated process fails)."""
 SETUP_TIMEOUT = 120.0
 JOIN_TIMEOUT = 30.0
 """A join ack on a machine other work shares can take seconds; only a lost one is fatal."""
@@ -198,6 +212,10 @@ class Row:
     """(busiest - idlest) / busiest worker CPU; 0 with one worker."""
     load_1m: float
     """The machine's 1-minute load average at the end of the window (others share it)."""
+    worker_cpu_cap: float | None = None
+    """Each media process held to this share of a core (``--worker-cpu``), or None."""
+    throttled_s_per_s: float = 0.0
+    """Time the capped media processes were held back, per second: > 0 means saturated."""
 
 
 def _cpu(pid: int) -> float:
@@ -221,6 +239,15 @@ def _rss(pids: list[int]) -> int:
     procs = [psutil.Process(p) for p in pids]
     procs += [c for p in procs for c in p.children(recursive=True)]
     return sum(p.memory_info().rss for p in procs)
+
+
+async def _media_pids(http: aiohttp.ClientSession, urls: list[str]) -> list[int]:
+    """Every server's media processes, from /health (the server itself with one worker)."""
+    pids: list[int] = []
+    for url in urls:
+        async with http.get(f"{url}/health") as res:
+            pids += [int(w["pid"]) for w in (await res.json()).get("workers", [])]
+    return pids
 
 
 async def _piped(http: aiohttp.ClientSession, urls: list[str]) -> float:
@@ -261,8 +288,13 @@ async def run_case(
     clips: dict[str, Packetized],
     workers: int = 1,
     nodes: int = 1,
+    cpu_cap: float | None = None,
 ) -> Row:
-    async with _servers(mode, n, workers, nodes) as servers, aiohttp.ClientSession() as http:
+    async with (
+        _servers(mode, n, workers, nodes) as servers,
+        aiohttp.ClientSession() as http,
+    ):
+        stack = contextlib.ExitStack()
         pids = [s.pid for s in servers]
         urls = [s.url for s in servers]
         rss0 = _rss(pids)
@@ -285,6 +317,8 @@ async def run_case(
                 got = [len(p.video_frames()) for p in people]
                 raise RuntimeError(f"{mode} N={n}: streams per participant {got}") from None
             setup = time.monotonic() - started
+            # set up at full speed, then each media process held to its share for the window
+            cap = stack.enter_context(capped(cpu_cap, await _media_pids(http, urls)))
             await asyncio.sleep(warmup)
             me = os.getpid()
             frames0 = [p.video_frames() for p in people]
@@ -295,9 +329,11 @@ async def run_case(
             for recorder in recorders:
                 recorder.record = True
             piped0 = await _piped(http, urls)
+            throttled0 = cap.throttled_s() if cap else 0.0
             (cpu0, wcpu0), gen0, t0 = _tree_cpu(pids), _cpu(me), time.monotonic()
             await asyncio.sleep(seconds)
             (cpu1, wcpu1), gen1, t1 = _tree_cpu(pids), _cpu(me), time.monotonic()
+            throttled1 = cap.throttled_s() if cap else 0.0
             piped1 = await _piped(http, urls)
             for recorder in recorders:
                 recorder.record = False
@@ -345,10 +381,13 @@ async def run_case(
                     else 0.0
                 ),
                 load_1m=os.getloadavg()[0],
+                worker_cpu_cap=cpu_cap,
+                throttled_s_per_s=(throttled1 - throttled0) / elapsed,
             )
         finally:
             for person in people:
                 await person.close()
+            stack.close()
 
 
 def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
@@ -400,6 +439,31 @@ def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def capacity(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (mode, workers, nodes): the largest room held at full quality and what it
+    forwards, against one worker's in the same run (the scaling figure)."""
+    best: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for r in rows:
+        held = r["fps_min"] >= HOLD_FPS and r["latency_ms_p50"] <= HOLD_LATENCY_MS
+        key = (r["mode"], r["workers"], r["nodes"])
+        entry = best.setdefault(key, {"largest_room": 0, "packets_per_s": 0.0, "saturated": 0.0})
+        entry["saturated"] = max(entry["saturated"], r["packets_per_s"])
+        if held and r["participants"] > entry["largest_room"]:
+            entry |= {"largest_room": r["participants"], "packets_per_s": r["packets_per_s"]}
+    out = []
+    for (mode, workers, nodes), entry in sorted(best.items()):
+        one = best.get((mode, 1, 1))
+        ratio = (
+            round(entry["packets_per_s"] / one["packets_per_s"], 2)
+            if one and one["packets_per_s"]
+            else None
+        )
+        out.append(
+            {"mode": mode, "workers": workers, "nodes": nodes, **entry, "vs_one_worker": ratio}
+        )
+    return out
+
+
 def _table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -445,7 +509,24 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"{r['worker_imbalance']:.0%}",
             f"{r['load_1m']:.1f}",
         )
-    Console(width=170).print(table)
+    console = Console(width=170)
+    console.print(table)
+    held = Table(
+        title=f"Largest room held (every stream >= {HOLD_FPS:.0f} fps, "
+        f"p50 latency <= {HOLD_LATENCY_MS:.0f} ms)"
+    )
+    for col in ("mode", "workers x nodes", "largest N", "pkt/s there", "x 1 worker", "max pkt/s"):
+        held.add_column(col, justify="right")
+    for c in capacity(rows):
+        held.add_row(
+            c["mode"],
+            f"{c['workers']}x{c['nodes']}",
+            str(c["largest_room"] or "-"),
+            f"{c['packets_per_s']:.0f}",
+            "-" if c["vs_one_worker"] is None else f"{c['vs_one_worker']:.2f}",
+            f"{c['saturated']:.0f}",
+        )
+    console.print(held)
 
 
 def _plot(rows: list[dict[str, Any]], path: str) -> None:
@@ -510,7 +591,9 @@ async def _main(args: argparse.Namespace) -> list[Row]:
                         if mode == "floor" and (w, k) != (1, 1):
                             continue  # the floor is one process's: pipes have no floor twin
                         try:
-                            row = await run_case(mode, n, args.seconds, args.warmup, clips, w, k)
+                            row = await run_case(
+                                mode, n, args.seconds, args.warmup, clips, w, k, args.worker_cpu
+                            )
                         except Exception as exc:  # one case's failure is not the run's
                             print(f"# {mode} N={n} {w}x{k} failed: {exc!r}", flush=True)
                             continue
@@ -530,6 +613,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="forward and/or floor")
     parser.add_argument("--workers", default="1", help="comma-separated MEDIA_WORKERS values")
     parser.add_argument("--nodes", default="1", help="comma-separated server counts (Redis)")
+    parser.add_argument(
+        "--worker-cpu",
+        type=float,
+        help="hold each media process to this share of a core during the window (cgroup quota)",
+    )
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--plot", help="write a PNG plot to this file")
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
@@ -544,7 +632,13 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(
-                {"started": started, "machine": machine(), "argv": sys.argv, "rows": rows},
+                {
+                    "started": started,
+                    "machine": machine(),
+                    "argv": sys.argv,
+                    "rows": rows,
+                    "capacity": capacity(rows),
+                },
                 f,
                 indent=2,
             )
