@@ -192,6 +192,8 @@ class Participant:
 class Row:
     mode: str
     participants: int
+    """Per room."""
+    rooms: int
     workers: int
     nodes: int
     server_cpu_s_per_s: float
@@ -289,7 +291,9 @@ async def run_case(
     workers: int = 1,
     nodes: int = 1,
     cpu_cap: float | None = None,
+    rooms: int = 1,
 ) -> Row:
+    """``rooms`` rooms of ``n`` participants each (participant i in room i % rooms)."""
     async with (
         _servers(mode, n, workers, nodes) as servers,
         aiohttp.ClientSession() as http,
@@ -298,12 +302,14 @@ async def run_case(
         pids = [s.pid for s in servers]
         urls = [s.url for s in servers]
         rss0 = _rss(pids)
-        room = f"bench-{uuid.uuid4().hex[:6]}"
-        people = [Participant(urls[i % nodes], f"p{i}", clips, sampled=i == 0) for i in range(n)]
+        names = [f"bench-{uuid.uuid4().hex[:6]}" for _ in range(rooms)]
+        people = [
+            Participant(urls[i % nodes], f"p{i}", clips, sampled=i == 0) for i in range(n * rooms)
+        ]
         started = time.monotonic()
         try:
-            for person in people:
-                await person.join(room)
+            for i, person in enumerate(people):
+                await person.join(names[i % rooms])
 
             def complete() -> bool:
                 return all(
@@ -315,7 +321,9 @@ async def run_case(
                 await poll_until(complete, left, interval=0.1)
             except TimeoutError:
                 got = [len(p.video_frames()) for p in people]
-                raise RuntimeError(f"{mode} N={n}: streams per participant {got}") from None
+                raise RuntimeError(
+                    f"{mode} N={n} x {rooms}: streams per participant {got}"
+                ) from None
             setup = time.monotonic() - started
             # set up at full speed, then each media process held to its share for the window
             cap = stack.enter_context(capped(cpu_cap, await _media_pids(http, urls)))
@@ -357,6 +365,7 @@ async def run_case(
             return Row(
                 mode=mode,
                 participants=n,
+                rooms=rooms,
                 workers=workers,
                 nodes=nodes,
                 server_cpu_s_per_s=cpu,
@@ -371,7 +380,7 @@ async def run_case(
                 latency_ms_p50=statistics.median(latency) if latency else float("nan"),
                 latency_ms_p99=latency[int(0.99 * (len(latency) - 1))] if latency else float("nan"),
                 loadgen_cpu_s_per_s=(gen1 - gen0) / elapsed,
-                rss_kb_per_stream=(rss - rss0) / 1024 / (2 * n * (n - 1)),
+                rss_kb_per_stream=(rss - rss0) / 1024 / (2 * rooms * n * (n - 1)),
                 setup_s=setup,
                 piped_packets_per_s=(piped1 - piped0) / elapsed,
                 worker_cpu=[round(c, 4) for c in worker_cpu],
@@ -391,16 +400,18 @@ async def run_case(
 
 
 def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
-    """Medians over rounds per (N, workers, nodes, mode), with the same run's baselines:
-    the floor of one process, and the forwarded packets/s of one worker."""
-    groups: dict[tuple[int, int, int, str], list[Row]] = {}
+    """Medians over rounds per (N, rooms, workers, nodes, mode), with the same run's
+    baselines: the floor of one process, and the forwarded packets/s of one worker."""
+    groups: dict[tuple[int, int, int, int, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.participants, row.workers, row.nodes, row.mode), []).append(row)
+        case = (row.participants, row.rooms, row.workers, row.nodes, row.mode)
+        groups.setdefault(case, []).append(row)
     out: list[dict[str, Any]] = []
-    for (n, workers, nodes, mode), runs in sorted(groups.items()):
+    for (n, rooms, workers, nodes, mode), runs in sorted(groups.items()):
         entry: dict[str, Any] = {
             "mode": mode,
             "participants": n,
+            "rooms": rooms,
             "workers": workers,
             "nodes": nodes,
             "rounds": len(runs),
@@ -411,20 +422,20 @@ def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
         entry["worker_cpu"] = runs[len(runs) // 2].worker_cpu
         out.append(entry)
     floors = {
-        e["participants"]: e["cpu_us_per_packet"]
+        (e["participants"], e["rooms"]): e["cpu_us_per_packet"]
         for e in out
         if e["mode"] == "floor" and e["workers"] == 1 and e["nodes"] == 1
     }
     single = {
-        e["participants"]: e
+        (e["participants"], e["rooms"]): e
         for e in out
         if e["mode"] == "forward" and e["workers"] == 1 and e["nodes"] == 1
     }
     for entry in out:
-        floor = floors.get(entry["participants"])
+        floor = floors.get((entry["participants"], entry["rooms"]))
         entry["floor_us_per_packet"] = floor
         entry["ratio_to_floor"] = round(entry["cpu_us_per_packet"] / floor, 2) if floor else None
-        base = single.get(entry["participants"])
+        base = single.get((entry["participants"], entry["rooms"]))
         entry["pps_vs_one_worker"] = (
             round(entry["packets_per_s"] / base["packets_per_s"], 2)
             if base and base["packets_per_s"]
@@ -440,16 +451,26 @@ def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
 
 
 def capacity(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (mode, workers, nodes): the largest room held at full quality and what it
-    forwards, against one worker's in the same run (the scaling figure)."""
+    """Per (mode, workers, nodes): the largest load held at full quality (most forwarded
+    streams: rooms x N x (N-1)) and what it forwards, against one worker's in the same run
+    (the scaling figure); ``saturated`` is the most it forwarded at any quality."""
     best: dict[tuple[str, int, int], dict[str, Any]] = {}
     for r in rows:
         held = r["fps_min"] >= HOLD_FPS and r["latency_ms_p50"] <= HOLD_LATENCY_MS
         key = (r["mode"], r["workers"], r["nodes"])
-        entry = best.setdefault(key, {"largest_room": 0, "packets_per_s": 0.0, "saturated": 0.0})
+        streams = r["rooms"] * r["participants"] * (r["participants"] - 1)
+        entry = best.setdefault(
+            key,
+            {"largest_room": 0, "rooms": 0, "streams": 0, "packets_per_s": 0.0, "saturated": 0.0},
+        )
         entry["saturated"] = max(entry["saturated"], r["packets_per_s"])
-        if held and r["participants"] > entry["largest_room"]:
-            entry |= {"largest_room": r["participants"], "packets_per_s": r["packets_per_s"]}
+        if held and streams > entry["streams"]:
+            entry |= {
+                "largest_room": r["participants"],
+                "rooms": r["rooms"],
+                "streams": streams,
+                "packets_per_s": r["packets_per_s"],
+            }
     out = []
     for (mode, workers, nodes), entry in sorted(best.items()):
         one = best.get((mode, 1, 1))
@@ -470,7 +491,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
 
     table = Table(title="One sfu room of N participants, 480p30 VP8 + Opus each (medians)")
     cols = (
-        "N",
+        "(rooms x) N",
         "workers x nodes",
         "mode",
         "CPU s/s",
@@ -492,7 +513,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = r["ratio_to_floor"]
         table.add_row(
-            str(r["participants"]),
+            str(r["participants"]) if r["rooms"] == 1 else f"{r['rooms']} x {r['participants']}",
             f"{r['workers']}x{r['nodes']}",
             r["mode"],
             f"{r['server_cpu_s_per_s']:.3f}",
@@ -515,13 +536,13 @@ def _table(rows: list[dict[str, Any]]) -> None:
         title=f"Largest room held (every stream >= {HOLD_FPS:.0f} fps, "
         f"p50 latency <= {HOLD_LATENCY_MS:.0f} ms)"
     )
-    for col in ("mode", "workers x nodes", "largest N", "pkt/s there", "x 1 worker", "max pkt/s"):
+    for col in ("mode", "workers x nodes", "rooms x N", "pkt/s", "x 1 worker", "max pkt/s"):
         held.add_column(col, justify="right")
     for c in capacity(rows):
         held.add_row(
             c["mode"],
             f"{c['workers']}x{c['nodes']}",
-            str(c["largest_room"] or "-"),
+            f"{c['rooms']} x {c['largest_room']}" if c["largest_room"] else "-",
             f"{c['packets_per_s']:.0f}",
             "-" if c["vs_one_worker"] is None else f"{c['vs_one_worker']:.2f}",
             f"{c['saturated']:.0f}",
@@ -583,22 +604,27 @@ async def _main(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     workers = [int(x) for x in args.workers.split(",") if x]
     nodes = [int(x) for x in args.nodes.split(",") if x]
+    rooms = [int(x) for x in args.rooms.split(",") if x]
+    cases = [
+        (n, r, mode, w, k)
+        for n in [int(x) for x in args.participants.split(",") if x]
+        for r in rooms
+        for mode in [m for m in args.modes.split(",") if m]
+        for w in workers
+        for k in nodes
+        if mode != "floor" or (w, k) == (1, 1)  # the floor is one process's: no pipe twin
+    ]
     for _ in range(args.rounds):
-        for n in [int(x) for x in args.participants.split(",") if x]:
-            for mode in [m for m in args.modes.split(",") if m]:
-                for w in workers:
-                    for k in nodes:
-                        if mode == "floor" and (w, k) != (1, 1):
-                            continue  # the floor is one process's: pipes have no floor twin
-                        try:
-                            row = await run_case(
-                                mode, n, args.seconds, args.warmup, clips, w, k, args.worker_cpu
-                            )
-                        except Exception as exc:  # one case's failure is not the run's
-                            print(f"# {mode} N={n} {w}x{k} failed: {exc!r}", flush=True)
-                            continue
-                        print(json.dumps(vars(row)), flush=True)
-                        rows.append(row)
+        for n, r, mode, w, k in cases:
+            try:
+                row = await run_case(
+                    mode, n, args.seconds, args.warmup, clips, w, k, args.worker_cpu, r
+                )
+            except Exception as exc:  # one case's failure is not the run's
+                print(f"# {mode} N={n} x {r} {w}x{k} failed: {exc!r}", flush=True)
+                continue
+            print(json.dumps(vars(row)), flush=True)
+            rows.append(row)
     return rows
 
 
@@ -611,6 +637,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="runs per case (medians)")
     parser.add_argument("--modes", default=",".join(MODES), help="forward and/or floor")
+    parser.add_argument(
+        "--rooms", default="1", help="comma-separated counts of rooms of N (aggregate load)"
+    )
     parser.add_argument("--workers", default="1", help="comma-separated MEDIA_WORKERS values")
     parser.add_argument("--nodes", default="1", help="comma-separated server counts (Redis)")
     parser.add_argument(

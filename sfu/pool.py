@@ -167,7 +167,8 @@ class WorkerPool:
             added = self.config.publisher_pps * (others + here)
             if self._load(worker) + added <= self.config.capacity_pps:
                 return worker
-        return min(live, key=self._load)
+        # least loaded; among equals (rooms of one, no packets yet) the one with fewer seats
+        return min(live, key=lambda w: (self._load(w), len(w.participants)))
 
     def _load(self, worker: Handle) -> float:
         """Forwarded packets/s: what the worker last measured, or what its seats will

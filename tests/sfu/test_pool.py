@@ -33,7 +33,7 @@ class StandIn:
         self.pid = 0
         self.state = "up"
         self.restarts = 0
-        self.load = 0.0
+        self.packets_per_s = 0.0
         self.participants: set[tuple[str, str]] = set()
         self.sent: list[Command] = []
         self.during: list[tuple[Callable[[Command], bool], Callable[[], Awaitable[None]]]] = []
@@ -74,8 +74,11 @@ async def no_events(event: Any) -> None:
     pass
 
 
-def pool_of(n: int, bus: Recorder | None = None) -> tuple[WorkerPool, list[StandIn]]:
-    pool = WorkerPool(PoolConfig(workers=n, node="b", placement="spread"), no_events, bus)
+def pool_of(
+    n: int, bus: Recorder | None = None, config: PoolConfig | None = None
+) -> tuple[WorkerPool, list[StandIn]]:
+    config = config or PoolConfig(workers=n, node="b", placement="spread")
+    pool = WorkerPool(config, no_events, bus)
     stand_ins = [StandIn(i) for i in range(n)]
     pool.workers = cast(list[Handle], stand_ins)
     return pool, stand_ins
@@ -131,3 +134,22 @@ async def test_a_join_while_the_room_is_told_to_another_node_is_told_too() -> No
     await pool.on_bus({"t": "sync", "room": ROOM, "node": "a"})
     said = [(m["t"], m.get("participant")) for m in bus.said]
     assert ("member", "p0") in said and ("member", "p1") in said
+
+
+async def test_load_placement_spreads_rooms_and_keeps_each_together() -> None:
+    """Rooms that arrive together go to different workers (least loaded, then fewest
+    seats), each room's later joiners to its worker while it fits; a worker measured busy
+    gets no new room."""
+    config = PoolConfig(workers=2, placement="load", capacity_pps=10_000, publisher_pps=150)
+    pool, (w0, w1) = pool_of(2, config=config)
+    rooms = ["a", "b", "c", "d"]
+    for i in range(4):
+        for room in rooms:
+            await pool.run(Join(room, f"{room}{i}"))
+    seats = {
+        room: {w.index for w in (w0, w1) for r, _ in w.participants if r == room} for room in rooms
+    }
+    assert seats == {"a": {0}, "b": {1}, "c": {0}, "d": {1}}
+    w1.packets_per_s = 20_000.0  # measured: more than its seats account for
+    await pool.run(Join("e", "e0"))
+    assert ("e", "e0") in w0.participants
