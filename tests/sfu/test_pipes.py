@@ -223,14 +223,14 @@ class Hosting:
         self.home[peer.id] = home
         if new_host:
             assert home.pipe is not None
-            for other, there in self.home.items():
-                if there is not home:
-                    await home.remote_join(ROOM, other)
-                    if other in self.tracks and there.pipe is not None:
+            for member, seat in self.home.items():
+                if seat is not home:
+                    await home.remote_join(ROOM, member)
+                    if member in self.tracks and seat.pipe is not None:
                         await home.remote_tracks(
-                            ROOM, other, there.pipe.address, self.tracks[other]
+                            ROOM, member, seat.pipe.address, self.tracks[member]
                         )
-                        there.pipe_to(ROOM, other, home.pipe.address)
+                        seat.pipe_to(ROOM, member, home.pipe.address)
         await peer.join()
         for other in self.hosts() - {home}:
             await other.remote_join(ROOM, peer.id)
@@ -243,8 +243,8 @@ class Hosting:
             await other.leave(ROOM, who)
         if home not in self.hosts():
             assert home.pipe is not None
-            for other, there in self.home.items():
-                there.unpipe(ROOM, other, home.pipe.address)
+            for member, seat in self.home.items():
+                seat.unpipe(ROOM, member, home.pipe.address)
             await home.close_room(ROOM)
 
 
@@ -303,9 +303,9 @@ async def test_visitors_on_another_worker_leave_no_pipe_behind(
         # val comes back to a: b hosts nobody of the room, nothing is piped there
         back = PeerClient(a, ROOM, "val", vp8_clip, None)
         visitors.append(back)
-        seen = ada.count_from("video", "val")
+        frames = ada.count_from("video", "val")
         await room.join(back, a)
-        await ada.wait_frames("video", ["val"], n=seen + 5)
+        await ada.wait_frames("video", ["val"], n=frames + 5)
         assert (ROOM, "val") not in a.pipes.legs
         assert a.pipe.packets_out == out
         assert ann.errors == [] and ada.errors == []

@@ -138,6 +138,13 @@ def pipe_to(who: str, address: Address | None = None) -> Callable[[Command], boo
     return lambda c: isinstance(c, PipeTo) and c.participant == who and address in (None, c.address)
 
 
+def leave(pool: WorkerPool, who: str) -> Callable[[], Awaitable[None]]:
+    async def step() -> None:
+        await pool.run(Leave(ROOM, who))
+
+    return step
+
+
 def after_leave(worker: StandIn, who: str) -> list[Command]:
     """What ``worker`` was told about ``who`` after its `Leave`."""
     sent = worker.sent
@@ -156,7 +163,7 @@ async def test_a_member_leaving_while_another_node_starts_hosting_is_not_piped_t
     for who in ("p0", "p1"):
         await pool.on_worker_event(cast(Handle, w0), Published(ROOM, who, TRACKS))
     far = [("10.0.0.2", 41000), ("10.0.0.2", 41001)]
-    w0.during.append((pipe_to("p0"), lambda: pool.run(Leave(ROOM, "p0"))))
+    w0.during.append((pipe_to("p0"), leave(pool, "p0")))
     await pool.on_bus({"t": "hosting", "room": ROOM, "pipes": [list(a) for a in far], "node": "a"})
     assert after_leave(w0, "p0") == []
     # the member who stayed is piped to both
@@ -174,13 +181,13 @@ async def test_a_publisher_leaving_while_its_tracks_are_announced_is_not_piped()
     w0.during.append(
         (
             lambda c: isinstance(c, RemoteTracks) and c.participant == "p1",
-            lambda: pool.run(Leave(ROOM, "p1")),
+            leave(pool, "p1"),
         )
     )
     w2.during.append(
         (
             lambda c: isinstance(c, RemoteTracks) and c.participant == "p1",
-            lambda: pool.run(Leave(ROOM, "p1")),
+            leave(pool, "p1"),
         )
     )
     await pool.on_worker_event(cast(Handle, w1), Published(ROOM, "p1", TRACKS))
