@@ -28,6 +28,7 @@ Bump the pinned versions only after re-reading those files.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
@@ -50,6 +51,16 @@ if aioice.__version__ != AIOICE_VERSION:  # pragma: no cover - guards an upgrade
     raise ImportError(f"sfu reaches into aioice {AIOICE_VERSION}, found {aioice.__version__}")
 
 DatagramHandler = Callable[[bytes], None]
+
+
+async def close_connection(pc: RTCPeerConnection) -> None:
+    """Close ``pc``; a caller cancelled meanwhile does not cancel aiortc's own close.
+
+    aiortc closes a connection by itself (in a task) once its DTLS transport closed, and
+    any other `close()` awaits that task's bare future: a cancelled awaiter (the plane
+    shutting down while a lost connection is released) would cancel the future, and
+    aiortc's task would then fail setting its result (InvalidStateError)."""
+    await asyncio.shield(pc.close())
 
 
 class Counters:

@@ -189,7 +189,7 @@ class MeshLink:
                 self.transport.remove_source(publication.source)
             self.transport.close()
         async with self.lock:
-            await self.pc.close()
+            await _aiortc.close_connection(self.pc)
 
 
 class MeshParticipant:
@@ -216,6 +216,8 @@ class MeshParticipant:
         self.own: dict[str, Source] = {}
         """The microphone and camera this client uploads (they outlive any one link)."""
         self.closed = False
+        """Released by the plane (or on its way out): no link is offered or moved for it."""
+        self._released = False
         self.retries: dict[str, int] = {}
 
     @property
@@ -252,8 +254,10 @@ class MeshParticipant:
         return link
 
     async def close(self) -> None:
-        if self.closed:
+        """Closes every link and source once (the plane marks it ``closed`` first)."""
+        if self._released:
             return
+        self._released = True
         self.closed = True
         for link in list(self.links.values()):
             await link.close()

@@ -108,6 +108,8 @@ class Participant:
         self.sink = sink
         self.on_failed = on_failed
         self.closed = False
+        """Released by the plane (or on its way out): nothing new is done for it."""
+        self._released = False
         self.transport: MediaTransport | None = None
         self.negotiator = Negotiator(pc, self._send_offer, answer_timeout_s, on_unanswered)
         self.publications: dict[str, Publication] = {}
@@ -205,9 +207,13 @@ class Participant:
         return [p.source for p in self.publications.values()]
 
     async def close(self) -> None:
-        """Closes legs, sources, transport, negotiator and connection, once each."""
-        if self.closed:
+        """Closes legs, sources, transport, negotiator and connection, once each.
+
+        The plane marks a leaving participant ``closed`` before it gets here (so that
+        nothing renegotiates it meanwhile): that mark must not skip the release itself."""
+        if self._released:
             return
+        self._released = True
         self.closed = True
         self.negotiator.close()
         for sub in (*self.subscriptions.values(), *self.free):
@@ -218,4 +224,4 @@ class Participant:
         if self.transport is not None:
             self.transport.close()
         async with self.negotiator.lock:
-            await self.pc.close()
+            await _aiortc.close_connection(self.pc)

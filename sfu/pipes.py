@@ -278,13 +278,17 @@ class PipeRoutes:
         self.targets.setdefault(key, set()).add(address)
 
     def remove_target(self, key: tuple[str, str], address: Address) -> None:
-        self.targets.get(key, set()).discard(address)
+        targets = self.targets.get(key)
+        if targets is not None:
+            targets.discard(address)
+            if not targets:
+                del self.targets[key]
 
     def sync(self, key: tuple[str, str], tracks: dict[str, Source]) -> None:
         """Legs for every (target, track) now wanted; those no longer wanted closed."""
         if self.endpoint is None:
             return
-        legs = self.legs.setdefault(key, {})
+        legs = self.legs.pop(key, {})
         wanted = {
             (addr, track): source
             for addr in self.targets.get(key, set())
@@ -296,6 +300,8 @@ class PipeRoutes:
         for slot, source in wanted.items():
             if slot not in legs:
                 legs[slot] = pipe_leg(self.endpoint, slot[0], slot[1], source)
+        if legs:  # a participant piped nowhere has no entry (a room's pipes go with it)
+            self.legs[key] = legs
 
     def drop(self, key: tuple[str, str]) -> None:
         """The participant left: its targets and legs go."""

@@ -426,7 +426,14 @@ class MediaPlane:
         return await self.pipes.open(host, advertise)
 
     def pipe_to(self, room_id: str, participant_id: str, address: Address) -> None:
-        """Send the participant's tracks, from now on, down the pipe to ``address``."""
+        """Send the participant's tracks, from now on, down the pipe to ``address``.
+
+        One who left meanwhile (the pool's command crossed its leave) gets no target: it
+        would outlive it, and its next visit would be piped where nobody listens. A
+        participant is piped again whenever it publishes."""
+        room = self._rooms.get(room_id)
+        if room is None or participant_id not in room.participants:
+            return
         self.pipes.add_target((room_id, participant_id), (address[0], address[1]))
         self._sync_pipes(room_id, participant_id)
 

@@ -184,6 +184,15 @@ class WorkerPool:
     def _hosts(self, room: str) -> set[Handle]:
         return set(self._rooms.get(room, {}).values())
 
+    def _seated(self, room: str, who: str, home: Handle) -> bool:
+        """Whether ``who`` is still seated on ``home`` (a loop that awaits re-reads it
+        before each command: a participant that left or moved meanwhile is not piped,
+        nor announced, from a seat it no longer has)."""
+        return self._where.get((room, who)) is home
+
+    def _publishes(self, room: str, who: str, home: Handle) -> bool:
+        return self._seated(room, who, home) and bool(self._tracks.get((room, who)))
+
     async def _join(self, command: Join | JoinMesh) -> Reply:
         room, who = command.room, command.participant
         self._lost.discard((room, who))
@@ -205,7 +214,10 @@ class WorkerPool:
             await self._introduce(worker, room)
         reply = await worker.call(command)
         for host in hosts - {worker}:
-            await host.call(RemoteJoin(room, who))
+            if not self._seated(room, who, worker):
+                break  # left meanwhile: the hosts not told yet need not hear of it
+            if host in self._hosts(room):
+                await host.call(RemoteJoin(room, who))
         await self._say({"t": "member", "room": room, "participant": who, "joined": True})
         if worker not in hosts:
             await self._say_hosting(room)
@@ -225,9 +237,10 @@ class WorkerPool:
                 continue  # gone meanwhile, or seated on this worker (the joining one)
             await worker.call(RemoteJoin(room, other))
             tracks = self._tracks.get((room, other))
-            if tracks and self._rooms.get(room, {}).get(other) is home:
+            if tracks and self._publishes(room, other, home):
                 await worker.call(RemoteTracks(room, other, home.pipe, tracks))
-                await home.call(PipeTo(room, other, worker.pipe))
+                if self._publishes(room, other, home) and worker in self._hosts(room):
+                    await home.call(PipeTo(room, other, worker.pipe))
         for other in list(self._far.get(room, {})):
             far = self._far.get(room, {}).get(other)
             if far is None:
@@ -276,13 +289,25 @@ class WorkerPool:
         room, who = event.room, event.participant
         if self._where.get((room, who)) is not worker:
             return
-        self._tracks[(room, who)] = event.tracks
+        tracks = self._tracks[(room, who)] = event.tracks
+
+        def current() -> bool:  # neither gone nor moved, nor published anew meanwhile
+            return self._seated(room, who, worker) and self._tracks.get((room, who)) is tracks
+
         for host in self._hosts(room) - {worker}:
+            if not current():
+                return
+            if host not in self._hosts(room):
+                continue  # its last participant of the room left meanwhile
             await host.call(RemoteTracks(room, who, worker.pipe, event.tracks))
-            await worker.call(PipeTo(room, who, host.pipe))
-        for pipes in list(self._far_pipes.get(room, {}).values()):
+            if current() and host in self._hosts(room):
+                await worker.call(PipeTo(room, who, host.pipe))
+        for node, pipes in list(self._far_pipes.get(room, {}).items()):
             for address in pipes:
-                await worker.call(PipeTo(room, who, address))
+                if not current():
+                    return
+                if address in self._far_pipes.get(room, {}).get(node, set()):
+                    await worker.call(PipeTo(room, who, address))
         await self._say(
             {
                 "t": "tracks",
@@ -433,11 +458,13 @@ class WorkerPool:
             if not known:
                 self._far_pipes.pop(room, None)
         for who, home in list(self._rooms.get(room, {}).items()):
-            if not self._tracks.get((room, who)):
-                continue
             for address in pipes - before:
+                if not self._publishes(room, who, home):
+                    break  # left meanwhile: a PipeTo now would outlive it on its worker
                 await home.call(PipeTo(room, who, address))
             for address in before - pipes:
+                if not self._publishes(room, who, home):
+                    break  # its worker dropped its targets when it left
                 await home.call(Unpipe(room, who, address))
 
     async def node_gone(self, node: str) -> None:

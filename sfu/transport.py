@@ -57,7 +57,9 @@ class MediaTransport:
         self.mid_extension_id: int | None = None
         self.sources: list[Source] = []
         self.legs: dict[int, Leg] = {}
-        """Our media and RTX SSRCs -> the leg that sends them."""
+        """Our media and RTX SSRCs -> the leg that sends them. A leg lives as long as its
+        m-line (recycled, never removed): this map only grows with the m-lines, and goes
+        when the connection closes."""
         self.remb: int | None = None
         """The subscriber's REMB estimate of what it can receive on this connection."""
         self.closed = False
@@ -108,11 +110,6 @@ class MediaTransport:
     def add_leg(self, leg: Leg) -> None:
         self.legs[leg.ssrc] = leg
         self.legs[leg.rtx_ssrc] = leg
-
-    def remove_leg(self, leg: Leg) -> None:
-        for ssrc in (leg.ssrc, leg.rtx_ssrc):
-            if self.legs.get(ssrc) is leg:
-                del self.legs[ssrc]
 
     def receive_estimate(self) -> float | None:
         """This subscriber's REMB shared evenly by the video it receives here."""

@@ -190,3 +190,125 @@ async def test_a_pipe_holds_a_burst_of_every_track_while_its_worker_is_busy() ->
         assert pipe.transport is not None
         pipe.transport.close()
     assert arrived == burst
+
+
+class Hosting:
+    """As the pool does it: tracks are piped only to the planes that host the room, a
+    plane new to the room is introduced to what is published there, and the plane whose
+    last participant leaves is unpiped and closes the room."""
+
+    def __init__(self, planes: list[MediaPlane]) -> None:
+        self.planes = planes
+        self.home: dict[str, MediaPlane] = {}
+        self.tracks: dict[str, list[PipedSource]] = {}
+        for plane in planes:
+            plane.on_published = self._published(plane)
+
+    def hosts(self) -> set[MediaPlane]:
+        return set(self.home.values())
+
+    def _published(self, origin: MediaPlane):  # type: ignore[no-untyped-def]
+        async def published(room: str, who: str, tracks: list[PipedSource]) -> None:
+            assert origin.pipe is not None
+            self.tracks[who] = tracks
+            for other in self.hosts() - {origin}:
+                assert other.pipe is not None
+                await other.remote_tracks(room, who, origin.pipe.address, tracks)
+                origin.pipe_to(room, who, other.pipe.address)
+
+        return published
+
+    async def join(self, peer: PeerClient, home: MediaPlane) -> None:
+        new_host = home not in self.hosts()
+        self.home[peer.id] = home
+        if new_host:
+            assert home.pipe is not None
+            for member, seat in self.home.items():
+                if seat is not home:
+                    await home.remote_join(ROOM, member)
+                    if member in self.tracks and seat.pipe is not None:
+                        await home.remote_tracks(
+                            ROOM, member, seat.pipe.address, self.tracks[member]
+                        )
+                        seat.pipe_to(ROOM, member, home.pipe.address)
+        await peer.join()
+        for other in self.hosts() - {home}:
+            await other.remote_join(ROOM, peer.id)
+
+    async def leave(self, who: str) -> None:
+        home = self.home.pop(who)
+        self.tracks.pop(who, None)
+        await home.leave(ROOM, who)
+        for other in self.hosts() - {home}:
+            await other.leave(ROOM, who)
+        if home not in self.hosts():
+            assert home.pipe is not None
+            for member, seat in self.home.items():
+                seat.unpipe(ROOM, member, home.pipe.address)
+            await home.close_room(ROOM)
+
+
+def _pipe_state(plane: MediaPlane) -> tuple[object, ...]:
+    assert plane.pipe is not None
+    return (
+        {k: set(v) for k, v in plane.pipes.targets.items()},
+        {k: set(v) for k, v in plane.pipes.legs.items()},
+        set(plane.pipe.legs),
+        set(plane.pipe.sources),
+    )
+
+
+async def test_visitors_on_another_worker_leave_no_pipe_behind(
+    planes: list[MediaPlane], vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    """A room stays open on worker a (ann publishes, ada watches); visitors come and go,
+    on b (vic) and on a (val). Each time b's last visitor leaves, b's pipes are torn
+    down: a pipes nothing to b any more, b holds no remote track, and both planes are
+    back where they were with only ann and ada. A PipeTo that crossed a leave (the pool
+    sends them from loops that await) leaves no target either, so val coming back is
+    not piped to b, which hosts nobody of the room."""
+    a, b = planes
+    room = Hosting(planes)
+    ann = PeerClient(a, ROOM, "ann", vp8_clip, opus_clip)
+    ada = PeerClient(a, ROOM, "ada", None, None, mode="none")
+    visitors: list[PeerClient] = []
+    try:
+        await room.join(ann, a)
+        await room.join(ada, a)
+        await ada.wait_frames("video", ["ann"], n=3)
+        before = (_pipe_state(a), _pipe_state(b))
+        assert a.pipe is not None and b.pipe is not None
+        for _ in range(2):
+            vic = PeerClient(b, ROOM, "vic", vp8_clip, opus_clip)
+            val = PeerClient(a, ROOM, "val", vp8_clip, None)
+            visitors += [vic, val]
+            await room.join(vic, b)
+            await room.join(val, a)
+            for peer, seen in ((vic, ["ann", "val"]), (ann, ["vic", "val"])):
+                await peer.wait_frames("video", seen, n=3)
+            assert (ROOM, "ann") in a.pipes.legs and (ROOM, "val") in a.pipes.legs
+            await room.leave("val")
+            await room.leave("vic")
+            a.pipe_to(ROOM, "val", b.pipe.address)  # PipeTos that crossed their leaves
+            b.pipe_to(ROOM, "vic", a.pipe.address)
+            assert (_pipe_state(a), _pipe_state(b)) == before
+            assert ROOM not in b.stats()["rooms"]
+            # ann goes on publishing: nothing goes down the pipe to b
+            out = a.pipe.packets_out
+            await ada.wait_frames("video", ["ann"], n=ada.count_from("video", "ann") + 5)
+            assert a.pipe.packets_out == out
+            await vic.close()
+            await val.close()
+
+        # val comes back to a: b hosts nobody of the room, nothing is piped there
+        back = PeerClient(a, ROOM, "val", vp8_clip, None)
+        visitors.append(back)
+        frames = ada.count_from("video", "val")
+        await room.join(back, a)
+        await ada.wait_frames("video", ["val"], n=frames + 5)
+        assert (ROOM, "val") not in a.pipes.legs
+        assert a.pipe.packets_out == out
+        assert ann.errors == [] and ada.errors == []
+    finally:
+        for peer in (ann, ada, *visitors):
+            await peer.close()

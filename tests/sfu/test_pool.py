@@ -10,6 +10,7 @@ from sfu.commands import (
     Command,
     Done,
     Join,
+    Leave,
     PipeTo,
     Published,
     RemoteJoin,
@@ -134,6 +135,68 @@ async def test_a_join_while_the_room_is_told_to_another_node_is_told_too() -> No
     await pool.on_bus({"t": "sync", "room": ROOM, "node": "a"})
     said = [(m["t"], m.get("participant")) for m in bus.said]
     assert ("member", "p0") in said and ("member", "p1") in said
+
+
+def pipe_to(who: str, address: Address | None = None) -> Callable[[Command], bool]:
+    return lambda c: isinstance(c, PipeTo) and c.participant == who and address in (None, c.address)
+
+
+def leave(pool: WorkerPool, who: str) -> Callable[[], Awaitable[None]]:
+    async def step() -> None:
+        await pool.run(Leave(ROOM, who))
+
+    return step
+
+
+def after_leave(worker: StandIn, who: str) -> list[Command]:
+    """What ``worker`` was told about ``who`` after its `Leave`."""
+    sent = worker.sent
+    left = next(i for i, c in enumerate(sent) if isinstance(c, Leave) and c.participant == who)
+    return [c for c in sent[left + 1 :] if c.participant == who]
+
+
+async def test_a_member_leaving_while_another_node_starts_hosting_is_not_piped_there() -> None:
+    """Node a starts hosting the room on two workers; p0 leaves while its worker is told
+    to pipe to the first: its worker is told nothing more of it (a PipeTo after its
+    Leave kept a target on the worker, which piped p0's next visit to nobody)."""
+    bus = Recorder()
+    pool, (w0,) = pool_of(1, bus)
+    await pool.run(Join(ROOM, "p0"))
+    await pool.run(Join(ROOM, "p1"))
+    for who in ("p0", "p1"):
+        await pool.on_worker_event(cast(Handle, w0), Published(ROOM, who, TRACKS))
+    far = [("10.0.0.2", 41000), ("10.0.0.2", 41001)]
+    w0.during.append((pipe_to("p0"), leave(pool, "p0")))
+    await pool.on_bus({"t": "hosting", "room": ROOM, "pipes": [list(a) for a in far], "node": "a"})
+    assert after_leave(w0, "p0") == []
+    # the member who stayed is piped to both
+    assert all(PipeTo(ROOM, "p1", address) in w0.sent for address in far)
+
+
+async def test_a_publisher_leaving_while_its_tracks_are_announced_is_not_piped() -> None:
+    """p1 publishes and leaves while its tracks are being told to another worker: its own
+    worker gets no PipeTo after its Leave, and a worker not told yet gets no RemoteTracks
+    for someone gone (it would make a participant of nobody there)."""
+    pool, (w0, w1, w2) = pool_of(3)
+    for who in ("p0", "p1", "p2"):
+        await pool.run(Join(ROOM, who))  # on w0, w1, w2
+    # (whichever of w0 and w2 is told first: the hosts are a set)
+    w0.during.append(
+        (
+            lambda c: isinstance(c, RemoteTracks) and c.participant == "p1",
+            leave(pool, "p1"),
+        )
+    )
+    w2.during.append(
+        (
+            lambda c: isinstance(c, RemoteTracks) and c.participant == "p1",
+            leave(pool, "p1"),
+        )
+    )
+    await pool.on_worker_event(cast(Handle, w1), Published(ROOM, "p1", TRACKS))
+    assert after_leave(w1, "p1") == []
+    told = [w for w in (w0, w2) if any(isinstance(c, RemoteTracks) for c in w.sent)]
+    assert len(told) == 1  # the one told while p1 left; the other never heard of its tracks
 
 
 async def test_load_placement_spreads_rooms_and_keeps_each_together() -> None:
