@@ -194,6 +194,7 @@ class Row:
     participants: int
     """Per room."""
     rooms: int
+    nodes_by: str
     workers: int
     nodes: int
     server_cpu_s_per_s: float
@@ -292,6 +293,7 @@ async def run_case(
     nodes: int = 1,
     cpu_cap: float | None = None,
     rooms: int = 1,
+    nodes_by: str = "member",
 ) -> Row:
     """``rooms`` rooms of ``n`` participants each (participant i in room i % rooms)."""
     async with (
@@ -303,8 +305,15 @@ async def run_case(
         urls = [s.url for s in servers]
         rss0 = _rss(pids)
         names = [f"bench-{uuid.uuid4().hex[:6]}" for _ in range(rooms)]
+
+        # participant i is in room i % rooms; by member, each room's members alternate
+        # between the nodes (every room spans them: a load balancer by socket); by room,
+        # a room's members all go to one node (a load balancer that routes by room)
+        def node_of(i: int) -> int:
+            return (i % rooms if nodes_by == "room" else i // rooms) % nodes
+
         people = [
-            Participant(urls[i % nodes], f"p{i}", clips, sampled=i == 0) for i in range(n * rooms)
+            Participant(urls[node_of(i)], f"p{i}", clips, sampled=i == 0) for i in range(n * rooms)
         ]
         started = time.monotonic()
         try:
@@ -366,6 +375,7 @@ async def run_case(
                 mode=mode,
                 participants=n,
                 rooms=rooms,
+                nodes_by=nodes_by if nodes > 1 else "-",
                 workers=workers,
                 nodes=nodes,
                 server_cpu_s_per_s=cpu,
@@ -420,6 +430,7 @@ def median_rows(rows: list[Row]) -> list[dict[str, Any]]:
             if isinstance(value, float):
                 entry[key] = round(statistics.median(getattr(r, key) for r in runs), 4)
         entry["worker_cpu"] = runs[len(runs) // 2].worker_cpu
+        entry["nodes_by"] = runs[0].nodes_by
         out.append(entry)
     floors = {
         (e["participants"], e["rooms"]): e["cpu_us_per_packet"]
@@ -618,7 +629,16 @@ async def _main(args: argparse.Namespace) -> list[Row]:
         for n, r, mode, w, k in cases:
             try:
                 row = await run_case(
-                    mode, n, args.seconds, args.warmup, clips, w, k, args.worker_cpu, r
+                    mode,
+                    n,
+                    args.seconds,
+                    args.warmup,
+                    clips,
+                    w,
+                    k,
+                    args.worker_cpu,
+                    r,
+                    args.nodes_by,
                 )
             except Exception as exc:  # one case's failure is not the run's
                 print(f"# {mode} N={n} x {r} {w}x{k} failed: {exc!r}", flush=True)
@@ -642,6 +662,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", default="1", help="comma-separated MEDIA_WORKERS values")
     parser.add_argument("--nodes", default="1", help="comma-separated server counts (Redis)")
+    parser.add_argument(
+        "--nodes-by",
+        choices=("member", "room"),
+        default="member",
+        help="member: each room's members alternate between nodes; room: a room on one node",
+    )
     parser.add_argument(
         "--worker-cpu",
         type=float,
