@@ -312,3 +312,34 @@ async def test_visitors_on_another_worker_leave_no_pipe_behind(
     finally:
         for peer in (ann, ada, *visitors):
             await peer.close()
+
+
+async def test_a_pipe_listening_on_every_address_announces_the_advertised_one() -> None:
+    """``MEDIA_PIPE_HOST=0.0.0.0`` with ``MEDIA_PIPE_ADVERTISE``: other nodes are told the
+    advertised address, and what they send there arrives."""
+    from sfu.pool import WorkerPool
+    from signaling.app import build_media
+    from signaling.config import Settings
+
+    settings = Settings(
+        room_mode="sfu",
+        media_workers=1,
+        media_pipe_host="0.0.0.0",
+        media_pipe_advertise="127.0.0.1",
+        media_worker_capacity_pps=12_345,
+    )
+    pool = build_media(settings)
+    assert isinstance(pool, WorkerPool) and pool.config.capacity_pps == 12_345
+    await pool.start()
+    try:
+        host, port = pool.workers[0].pipe
+        assert host == "127.0.0.1" and port > 0
+        endpoint = pool.workers[0].plane.pipes.endpoint  # type: ignore[union-attr]
+        arrived = asyncio.Event()
+        assert endpoint is not None
+        endpoint.datagram_received = lambda data, addr: arrived.set()  # type: ignore[method-assign]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            out.sendto(bytes([0x80, 96]) + bytes(10), (host, port))
+        await asyncio.wait_for(arrived.wait(), 5)
+    finally:
+        await pool.close()
