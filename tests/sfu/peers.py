@@ -120,6 +120,8 @@ class PeerClient:
     async def _run(self) -> None:
         while True:
             kind, payload = await self._inbox.get()
+            if kind == "closing":
+                return
             if kind != "offer" or payload is None:
                 continue
             try:
@@ -214,6 +216,10 @@ class PeerClient:
         await until(self.changed, lambda: all(self.count_from(kind, s) >= n for s in streams))
 
     async def close(self) -> None:
+        # A cancel that lands inside aiortc while an offer is being answered can be
+        # swallowed there (the task then waits for the next offer for ever): the inbox
+        # also says stop, so the loop ends either way.
+        self._inbox.put_nowait(("closing", None))
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -288,6 +294,7 @@ class MeshPeer:
         self.changed = asyncio.Event()
         self.errors: list[BaseException] = []
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._closing = False
         self._task = asyncio.create_task(self._run())
 
     async def join(self, offer_existing: bool = False) -> None:
@@ -342,6 +349,8 @@ class MeshPeer:
     async def _run(self) -> None:
         while True:
             peer, offer = await self._inbox.get()
+            if self._closing:
+                return
             try:
                 pc = self._new_pc(peer)
                 await pc.setRemoteDescription(RTCSessionDescription(**offer))
@@ -384,6 +393,8 @@ class MeshPeer:
         ]
 
     async def close(self) -> None:
+        self._closing = True  # as in PeerClient.close: a swallowed cancel still ends the loop
+        self._inbox.put_nowait(("", {}))
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
