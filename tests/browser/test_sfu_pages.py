@@ -100,3 +100,22 @@ async def test_four_pages_decode_each_other_at_the_publishers_rate(people: Pages
         await leaver.page.click("#join-form button[type=submit]")
         await leaver.joined(3, timeout=MEDIA_TIMEOUT)
         await asyncio.gather(*(p.remote_videos_playing(3) for p in pages))
+
+
+async def test_four_pages_in_a_room_spread_over_two_media_workers_see_and_hear_everyone(
+    people: Pages,
+) -> None:
+    """``MEDIA_WORKERS=2`` with each joiner on the next worker: the room spans both, every
+    track crosses the pipe once, and every page still plays every other page."""
+    from tests.clients import http_json
+
+    async with people.server(room_mode="sfu", media_workers="2", media_placement="spread") as url:
+        room = room_id("spread")
+        pages = [await people(url, room, name) for name in NAMES]
+        for page in pages:
+            await page.joined(3)
+        await asyncio.gather(*(p.remote_videos_playing(3) for p in pages))
+        await asyncio.gather(*(p.remote_audio_flowing(3) for p in pages))
+        status, health = await http_json("GET", f"{url}/health")
+        assert status == 200, health
+        assert [w["participants"] for w in health["workers"]] == [2, 2]

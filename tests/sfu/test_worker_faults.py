@@ -164,12 +164,15 @@ async def test_a_room_across_two_workers_gets_everyone_and_health_lists_them(
         workers = await workers_of(server)
         assert [(w["index"], w["state"]) for w in workers] == [(0, "up"), (1, "up")]
         assert [w["participants"] for w in workers] == [2, 2]  # the room spans both
+
         # Their own reports (once a second) catch up with the room.
-        for _ in range(50):
-            workers = await workers_of(server)
-            if all(w["peer_connections"] == 2 and w["pipes"] > 0 for w in workers):
-                break
-            await asyncio.sleep(0.1)
+        async def reported() -> bool:
+            return all(
+                w["peer_connections"] == 2 and w["pipes"] > 0 for w in await workers_of(server)
+            )
+
+        await poll_until(reported, timeout=5)
+        workers = await workers_of(server)
         for worker in workers:
             assert psutil.Process(worker["pid"]).ppid() == server.process.pid
             assert worker["peer_connections"] == 2 and worker["pipes"] > 0
@@ -216,10 +219,11 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back_on_a_
         # What a browser may still say about the connection it is losing: no error for it.
         for caller in gone:
             await caller.client.emit("video:ice-candidate", {"to": "sfu", "candidate": None})
-        for _ in range(100):  # once the server has noticed the death, say it again
-            if (await workers_of(server))[1]["state"] != "up":
-                break
-            await asyncio.sleep(0.05)
+
+        async def noticed() -> bool:
+            return bool((await workers_of(server))[1]["state"] != "up")
+
+        await poll_until(noticed, timeout=5)  # once the server has noticed, say it again
         for caller in gone:
             await caller.client.emit("video:ice-candidate", {"to": "sfu", "candidate": None})
 
@@ -246,12 +250,13 @@ async def test_a_killed_worker_is_restarted_and_its_participants_come_back_on_a_
                     gap = max_gap(times, killed_at, recovered_at)
                     bound = max(MAX_GAP_S, 2 * before_gap)
                     assert gap < bound, (caller.name, other.name, gap, before_gap)
+
         # The dead worker came back (a new process) and took nobody back by itself.
-        for _ in range(100):
-            after = await workers_of(server)
-            if after[1]["state"] == "up":
-                break
-            await asyncio.sleep(0.1)
+        async def restarted() -> bool:
+            return bool((await workers_of(server))[1]["state"] == "up")
+
+        await poll_until(restarted, timeout=10)
+        after = await workers_of(server)
         assert after[1]["state"] == "up" and after[1]["restarts"] == 1
         assert after[1]["pid"] != victim["pid"]
         assert sum(w["participants"] for w in after) == 4
