@@ -173,13 +173,10 @@ class WorkerPool:
     def _load(self, worker: Handle) -> float:
         """Forwarded packets/s: what the worker last measured, or what its seats will
         forward once their media flows (a join counts at once, before any packet does)."""
-        expected = 0.0
-        for room, members in self._rooms.items():
-            here = sum(1 for m in members.values() if m is worker)
-            if here:
-                everyone = len(members) + len(self._far.get(room, {}))
-                expected += self.config.publisher_pps * here * (everyone - 1)
-        return max(worker.packets_per_s, expected)
+        others = 0  # per seat here: everyone else in its room (its subscriptions)
+        for room, _ in worker.participants:
+            others += len(self._rooms.get(room, {})) + len(self._far.get(room, {})) - 1
+        return max(worker.packets_per_s, self.config.publisher_pps * others)
 
     def _hosts(self, room: str) -> set[Handle]:
         return set(self._rooms.get(room, {}).values())
