@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from signaling import logs
 from signaling.app import Application
@@ -96,13 +97,24 @@ async def migrate_only(settings: Settings) -> int:
     return 0
 
 
+def load_settings(argv: list[str]) -> Settings:
+    """The settings, or exit 2 with what is wrong with them (no traceback for a typo)."""
+    try:
+        return Settings(**parse_args(argv))
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            print(f"signaling: {where}: {error['msg']}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["migrate"]:
-        settings = Settings(**parse_args(args[1:]))
+        settings = load_settings(args[1:])
         logs.configure(settings.log_level, settings.log_format)
         sys.exit(asyncio.run(migrate_only(settings)))
-    settings = Settings(**parse_args(args))
+    settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format)
     from signaling.history import DatabaseUnavailable
     from signaling.store.redis import StoreUnavailable

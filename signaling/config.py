@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from signaling.domain import Policy, Topology
@@ -100,6 +100,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else []
         return value
+
+    @model_validator(mode="after")
+    def _pipes_reachable(self) -> Settings:
+        """Other nodes cannot send pipes to a wildcard address: say so at start-up."""
+        wildcard = self.media_pipe_host in ("0.0.0.0", "::")
+        if self.redis_url and wildcard and not self.media_pipe_advertise:
+            raise ValueError(
+                f"MEDIA_PIPE_HOST={self.media_pipe_host} with REDIS_URL needs "
+                "MEDIA_PIPE_ADVERTISE: the address the other nodes send this node's pipes to"
+            )
+        return self
 
     @property
     def auth_mode(self) -> Literal["jwt", "verify-url", "open"]:
