@@ -55,6 +55,9 @@ bench: setup test-deps
 	$(PY) -m benchmarks.signaling --clients 100,400,1000 --seconds 10 --json benchmarks/results/signaling.json --plot benchmarks/results/signaling.png --markdown benchmarks/results/signaling.md
 	$(PY) -m benchmarks.signaling --load chat --clients 100,400 --rate 2 --seconds 10 --rounds 3 --json benchmarks/results/chat.json --plot benchmarks/results/chat.png --markdown benchmarks/results/chat.md
 	$(PY) -m benchmarks.mesh_vs_sfu --participants 2,3,4,5 --seconds 5 --json benchmarks/results/mesh_vs_sfu.json --plot benchmarks/results/mesh_vs_sfu.png --markdown benchmarks/results/mesh_vs_sfu.md
+	$(PY) -m benchmarks.room --participants 4,8,12 --rounds 1 --seconds 5 --json benchmarks/results/room.json --plot benchmarks/results/room.png
+	# the CPU cap needs a writable cgroup (root): without one this line fails and the rest stands
+	-$(PY) -m benchmarks.room --participants 6 --rooms 3,6 --workers 1,2 --modes forward --rounds 1 --seconds 5 --worker-cpu 0.2 --json benchmarks/results/room-workers.json
 
 clean:
 	rm -rf $(VENV) web/node_modules benchmarks/reference/node_modules .mypy_cache .ruff_cache .pytest_cache
