@@ -19,6 +19,7 @@ someone who was there before it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -157,13 +158,11 @@ class WorkerPool:
             return live[next(self._next) % len(live)]
         members = self._rooms.get(room, {})
         others = len(members) + len(self._far.get(room, {}))
-        hosting = sorted(
-            {w for w in members.values() if w.state == "up"},
-            key=lambda w: -sum(1 for m in members.values() if m is w),
-        )
-        for worker in hosting:
+        seats = collections.Counter(members.values())  # the room's seats on each worker
+        for worker, here in seats.most_common():
+            if worker.state != "up":
+                continue
             # the joiner subscribes to everyone; the worker's own subscribers add the joiner
-            here = sum(1 for m in members.values() if m is worker)
             added = self.config.publisher_pps * (others + here)
             if self._load(worker) + added <= self.config.capacity_pps:
                 return worker
