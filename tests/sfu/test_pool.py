@@ -4,7 +4,7 @@ when the room changes while a worker is being introduced to it (no media, no pro
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sfu.commands import (
     Command,
@@ -24,6 +24,20 @@ ROOM = "spread"
 TRACKS = [{"key": "video", "kind": "video", "ssrc": 1, "codecs": [[97, "VP8", 90000]]}]
 
 
+T = TypeVar("T")
+
+
+async def run_hooks(
+    hooks: list[tuple[Callable[[T], bool], Callable[[], Awaitable[Any]]]], item: T
+) -> None:
+    """Runs (once) the step of each hook whose test matches ``item``, while it is handled."""
+    for hook in list(hooks):
+        matches, step = hook
+        if matches(item):
+            hooks.remove(hook)
+            await step()
+
+
 class StandIn:
     """A worker handle that records its commands; ``during`` runs a step of the room while
     the first command matching it is in flight (as an event or a bus notice would)."""
@@ -41,11 +55,7 @@ class StandIn:
 
     async def call(self, command: Command) -> Reply:
         self.sent.append(command)
-        for hook in list(self.during):
-            matches, step = hook
-            if matches(command):
-                self.during.remove(hook)
-                await step()
+        await run_hooks(self.during, command)
         return Done()
 
     async def stop(self) -> None:
@@ -64,11 +74,7 @@ class Recorder:
 
     async def publish(self, message: dict[str, Any]) -> None:
         self.said.append(message)
-        for hook in list(self.during):
-            matches, step = hook
-            if matches(message):
-                self.during.remove(hook)
-                await step()
+        await run_hooks(self.during, message)
 
 
 async def no_events(event: Any) -> None:
