@@ -108,6 +108,7 @@ class PeerClient:
         self.screen = ReplayTrack(video) if video and mode != "none" else None
         self.sharing = False
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any] | None]] = asyncio.Queue()
+        self._closing = False
         self._task = asyncio.create_task(self._run())
         self.errors: list[BaseException] = []
 
@@ -120,7 +121,7 @@ class PeerClient:
     async def _run(self) -> None:
         while True:
             kind, payload = await self._inbox.get()
-            if kind == "closing":
+            if self._closing:
                 return
             if kind != "offer" or payload is None:
                 continue
@@ -217,9 +218,10 @@ class PeerClient:
 
     async def close(self) -> None:
         # A cancel that lands inside aiortc while an offer is being answered can be
-        # swallowed there (the task then waits for the next offer for ever): the inbox
-        # also says stop, so the loop ends either way.
-        self._inbox.put_nowait(("closing", None))
+        # swallowed there (the task then waits for the next offer for ever): the flag,
+        # and a message to wake the loop, end it either way.
+        self._closing = True
+        self._inbox.put_nowait(("", None))
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
