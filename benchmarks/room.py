@@ -22,10 +22,8 @@ configuration held at full quality (`capacity`) and its packets/s against one wo
 
     python -m benchmarks.room --participants 4,8,12,16,20 --seconds 8 --rounds 2 \\
         --json benchmarks/results/room.json --plot benchmarks/results/room.png
-    python -m benchmarks.room --participants 8,16,24 --workers 1,2 --modes forward \\
-        --json benchmarks/results/room-workers.json
-    MEDIA_PLACEMENT=spread python -m benchmarks.room --participants 10,12,14,16 \
-        --workers 1,2 --modes forward --worker-cpu 0.2 --json benchmarks/results/room-capped.json
+    python -m benchmarks.room --participants 6 --rooms 3,4,5,6,7 --workers 1,2 \\
+        --modes forward --worker-cpu 0.2 --json benchmarks/results/room-workers.json
 """
 
 from __future__ import annotations
@@ -634,11 +632,11 @@ async def _main(args: argparse.Namespace) -> list[Row]:
                     args.seconds,
                     args.warmup,
                     clips,
-                    w,
-                    k,
-                    args.worker_cpu,
-                    r,
-                    args.nodes_by,
+                    workers=w,
+                    nodes=k,
+                    cpu_cap=args.worker_cpu,
+                    rooms=r,
+                    nodes_by=args.nodes_by,
                 )
             except Exception as exc:  # one case's failure is not the run's
                 print(f"# {mode} N={n} x {r} {w}x{k} failed: {exc!r}", flush=True)
