@@ -131,7 +131,7 @@ class RedisStore(Store):
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
         self._handlers.clear()
         client, self._client = self._client, None
         if client is not None:
