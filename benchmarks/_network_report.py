@@ -21,6 +21,8 @@ def _n(v: Any, digits: int = 1) -> str:
 def _video(row: dict[str, Any], prefix: str, details: bool) -> str:
     """`fps median/min, size, kbit/s` (+ loss, freezes, first frame) of one direction."""
     g = {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+    if not g.get("streams_expected"):
+        return "no samples (the viewers' pages stalled)"
     if not g.get("streams"):
         return "nothing decoded"
     text = (
@@ -71,6 +73,8 @@ def _cells(row: dict[str, Any], names: list[str]) -> list[str]:
         return ["error: " + "; ".join(row.get("errors", []))[:120]] + [""] * 7
     rounds = f"{row['rounds']}" + ("" if row["complete_rounds"] == row["rounds"] else
                                    f" ({row['complete_rounds']} complete)")  # fmt: skip
+    if row.get("stalled_pages"):
+        rounds += f", {'/'.join(row['stalled_pages'])} stalled"
     return [
         _video(row, "host_", details=False),
         _video(row, "host_sees_ns_", details=True),

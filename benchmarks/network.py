@@ -144,40 +144,42 @@ def _cpu(pid: int) -> float:
 
 
 class Sampler:
-    """Every page's getStats() every `interval` s, in the background, from page open on."""
+    """Every page's getStats() every `interval` s, in the background, from page open on.
+
+    Each page has its own loop: a page whose renderer is starved (getStats() taking
+    seconds on a saturated machine) delays only its own samples.
+    """
 
     def __init__(self, pages: dict[str, Page], interval: float) -> None:
         self.pages = pages
         self.interval = interval
         self.samples: dict[str, list[_pagestats.Sample]] = {n: [] for n in pages}
+        self.errors: dict[str, str] = {}  # the last failed sample of each page
         self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Sampler:
-        self._task = asyncio.create_task(self._run())
+        self._tasks = [asyncio.create_task(self._run(name)) for name in self.pages]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _run(self, name: str) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
-            got = await asyncio.gather(
-                *(p.evaluate(_pagestats.SAMPLE) for p in self.pages.values()),
-                return_exceptions=True,
-            )
-            wall = time.monotonic()
-            for name, sample in zip(self.pages, got, strict=True):
-                if isinstance(sample, dict):
-                    self.samples[name].append({**sample, "wall": wall})
-            self.changed.set()
-            due += self.interval
-            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                sample = await self.pages[name].evaluate(_pagestats.SAMPLE)
+            except Exception as exc:  # a page that crashed or navigated: say so in the row
+                self.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                self.samples[name].append({**sample, "wall": time.monotonic()})
+                self.changed.set()
+            due = max(due + self.interval, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     def count(self) -> dict[str, int]:
         return {n: len(s) for n, s in self.samples.items()}
@@ -295,6 +297,7 @@ async def _measure(
         cpu1, busy1, t1 = _cpu(server.pid), _report.machine_busy_s(), time.monotonic()
         load = os.getloadavg()[0]
         samples = {n: list(s) for n, s in sampler.samples.items()}
+        errors = dict(sampler.errors)
     for pg in pages.values():
         with contextlib.suppress(Exception):
             await pg.context.close()
@@ -302,15 +305,18 @@ async def _measure(
     per_page: dict[str, Any] = {}
     for name in names:
         window = samples[name][w0[name] :]
-        if len(window) < 2:
-            raise BenchError(f"page {name} gave fewer than 2 samples in the window")
+        where = "namespace" if name == inside else "host"
+        if len(window) < 2:  # its renderer starved: what it saw is unknown, not zero
+            why = errors.get(name, "getStats() did not answer in the window")
+            per_page[name] = {"where": where, "stalled": why, "video": {}, "audio": {}, "sent": {}}
+            continue
         walls = {o: opened[o] - opened[name] for o in names}
         first = _pagestats.first_frames(
             [{**s, "t": s["wall"] - opened[name]} for s in samples[name]],
             {o: max(0.0, w) for o, w in walls.items()},
         )
         per_page[name] = {
-            "where": "namespace" if name == inside else "host",
+            "where": where,
             "first_frame_s": first,
             **_pagestats.window_stats(window),
         }
@@ -321,6 +327,7 @@ async def _measure(
         "round": rnd,
         "complete": complete,
         "host_complete": host_complete,
+        "stalled_pages": [n for n, pg in per_page.items() if "stalled" in pg],
         "setup_s": round(setup_s, 1),
         "window_s": round(elapsed, 1),
         "server_cpu_s_per_s": round(server_cpu, 3),
@@ -335,19 +342,28 @@ async def _measure(
 
 
 def _streams(pages: dict[str, Any], viewers: list[str], owners: list[str]) -> list[dict[str, Any]]:
+    """The streams `viewers` decoded from `owners` (pages that stalled are left out)."""
     return [
         pages[v]["video"][o] for v in viewers for o in owners if o != v and o in pages[v]["video"]
     ]
 
 
+def _expected(pages: dict[str, Any], viewers: list[str], owners: list[str]) -> int:
+    """How many streams `viewers` that did not stall should have decoded from `owners`."""
+    return sum(1 for v in viewers if "stalled" not in pages[v] for o in owners if o != v)
+
+
 def _video(streams: list[dict[str, Any]], expected: int) -> dict[str, Any]:
     """One direction's streams in a few numbers (a missing stream counts as 0 fps)."""
+    if not expected:  # every viewer stalled: unknown, not zero
+        return {"streams": 0, "streams_expected": 0}
     if not streams:
-        return {"streams": 0, "fps_median": 0.0, "fps_min": 0.0}
+        return {"streams": 0, "streams_expected": expected, "fps_median": 0.0, "fps_min": 0.0}
     sizes = Counter(f"{s['width']}x{s['height']}" for s in streams)
     lost = [s["loss_percent"] for s in streams if s["loss_percent"] is not None]
     return {
         "streams": len(streams),
+        "streams_expected": expected,
         "fps_median": statistics.median(
             [s["fps_median"] for s in streams] + [0.0] * (expected - len(streams))
         ),
@@ -374,34 +390,39 @@ def _concealed(pages: dict[str, Any], viewers: list[str], owners: list[str]) -> 
 
 def groups(pages: dict[str, Any], host: list[str], inside: str) -> dict[str, Any]:
     """The headline figures: A-C among themselves, A-C seeing D, D seeing A-C, senders."""
-    n = len(host)
-    # The slowest first frame of a direction; None while one stream never decoded.
-    first_d = [pages[inside]["first_frame_s"].get(o) for o in host]
-    first_of_d = [pages[v]["first_frame_s"].get(inside) for v in host]
-    sent_host = [pages[v]["sent"] for v in host]
-    sent_d = pages[inside]["sent"]
+
+    def video(viewers: list[str], owners: list[str]) -> dict[str, Any]:
+        return _video(_streams(pages, viewers, owners), _expected(pages, viewers, owners))
+
+    def first_frame(viewers: list[str], owners: list[str]) -> float | None:
+        """The slowest first frame of a direction; None while one stream never decoded."""
+        got = [pages[v].get("first_frame_s", {}).get(o) for v in viewers for o in owners if o != v]
+        return None if None in got or not got else max(got)
+
+    sent_host = [pages[v]["sent"] for v in host if pages[v]["sent"]]
+
+    def summed(key: str) -> int:
+        return sum(s[key] for s in sent_host)
+
     return {
-        "host": _video(_streams(pages, host, host), n * (n - 1)),
-        "host_sees_ns": {
-            **_video(_streams(pages, host, [inside]), n),
-            "first_frame_s": None if None in first_of_d else max(first_of_d),
-        },
-        "ns_sees_host": {
-            **_video(_streams(pages, [inside], host), n),
-            "first_frame_s": None if None in first_d else max(first_d),
-        },
+        "host": video(host, host),
+        "host_sees_ns": {**video(host, [inside]), "first_frame_s": first_frame(host, [inside])},
+        "ns_sees_host": {**video([inside], host), "first_frame_s": first_frame([inside], host)},
         "audio": {
             "host_concealed_percent": _concealed(pages, host, host),
             "host_hears_ns_concealed_percent": _concealed(pages, host, [inside]),
             "ns_concealed_percent": _concealed(pages, [inside], host),
         },
         "host_sent": {
-            "video_kbps": statistics.median(s["video_kbps"] for s in sent_host),
-            "plis_received": sum(s["plis_received"] for s in sent_host),
-            "retransmitted_packets": sum(s["retransmitted_packets"] for s in sent_host),
+            "video_kbps": (
+                statistics.median(s["video_kbps"] for s in sent_host) if sent_host else None
+            ),
+            "plis_received": summed("plis_received"),
+            "firs_received": summed("firs_received"),
+            "retransmitted_packets": summed("retransmitted_packets"),
             "quality_limitation": sorted({r for s in sent_host for r in s["quality_limitation"]}),
         },
-        "ns_sent": sent_d,
+        "ns_sent": pages[inside]["sent"],
     }
 
 
@@ -433,6 +454,7 @@ def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rounds": len(ok),
             "complete_rounds": sum(1 for c in mine if c.get("complete")),
             "errors": [c["error"] for c in mine if "error" in c],
+            "stalled_pages": sorted({p for c in mine for p in c.get("stalled_pages", [])}),
         }
         for key in dict.fromkeys(k for f in ok for k in f):
             values = [f[key] for f in ok if f.get(key) is not None]
