@@ -4,14 +4,22 @@
 (`window.__call.connections()`) and attributes each `inbound-rtp` to the person who sends
 it (`window.__call.remoteTracks()`, by `trackIdentifier`; names from the call's state).
 Counters of one person's streams are summed, so a stream that moved to a new SSRC after
-a renegotiation keeps counting. `window_stats` turns the samples of a window into rates.
+a renegotiation keeps counting. `Sampler` samples every page in the background;
+`window_stats` turns the samples of a window into rates, `first_frames` finds when each
+person's video first decoded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import statistics
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
+
+from playwright.async_api import Page
 
 SAMPLE = """
 async () => {
@@ -118,7 +126,10 @@ def window_stats(samples: list[Sample]) -> dict[str, Any]:
             "kbps": round((b["bytesReceived"] - a["bytesReceived"]) * 8 / elapsed / 1000, 1),
             "freezes": int(b["freezeCount"] - a["freezeCount"]),
             "freeze_s": round(b["totalFreezesDuration"] - a["totalFreezesDuration"], 2),
-            "loss_percent": round(100 * lost / (lost + received), 2) if lost + received else None,
+            # packetsLost falls when late packets fill holes counted before the window
+            "loss_percent": (
+                round(100 * max(0.0, lost) / (lost + received), 2) if lost + received > 0 else None
+            ),
             "packets_lost": int(lost),
             "nacks_sent": int(b["nackCount"] - a["nackCount"]),
             "plis_sent": int(b["pliCount"] - a["pliCount"]),
@@ -167,3 +178,63 @@ def _sent(first: Sample, last: Sample, elapsed: float) -> dict[str, Any]:
     out["estimate_kbps"] = round(min(rates) / 1000, 1) if rates else None
     out["rtt_ms"] = round(max(rtts) * 1000, 1) if rtts else None
     return out
+
+
+class Sampler:
+    """Every page's getStats() every `interval` s, in the background, from page open on.
+
+    Each page has its own loop: a page whose renderer is starved (getStats() taking
+    seconds on a saturated machine) delays only its own samples.
+    """
+
+    def __init__(self, pages: dict[str, Page], interval: float) -> None:
+        self.pages = pages
+        self.interval = interval
+        self.samples: dict[str, list[Sample]] = {n: [] for n in pages}
+        self.errors: dict[str, str] = {}  # the last failed sample of each page
+        self.changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Sampler:
+        self._tasks = [asyncio.create_task(self._run(name)) for name in self.pages]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            try:
+                sample = await self.pages[name].evaluate(SAMPLE)
+            except Exception as exc:  # a page that crashed or navigated: say so in the row
+                self.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                self.samples[name].append({**sample, "wall": time.monotonic()})
+                self.changed.set()
+            due = max(due + self.interval, loop.time())
+            await asyncio.sleep(due - loop.time())
+
+    def count(self) -> dict[str, int]:
+        return {n: len(s) for n, s in self.samples.items()}
+
+    def sees(self, viewer: str, owners: list[str]) -> bool:
+        """Whether `viewer` has decoded video from every one of `owners`."""
+        if not self.samples[viewer]:
+            return False
+        last = self.samples[viewer][-1]
+        decoded = {e["owner"] for e in last["inbound"] if (e.get("framesDecoded") or 0) > 0}
+        return set(owners) <= decoded
+
+    async def until(self, holds: Callable[[], bool], timeout: float) -> bool:
+        """Waits (bounded) for a condition on the samples; whether it held."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not holds():
+                    self.changed.clear()
+                    await self.changed.wait()
+                return True
+        return False
