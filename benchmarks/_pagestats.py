@@ -160,7 +160,7 @@ def _sent(first: Sample, last: Sample, elapsed: float) -> dict[str, Any]:
         if kind == "audio":
             continue
         reasons = Counter(e.get("qualityLimitationReason") or "none" for e in now)
-        sizes = Counter(f"{e.get('frameWidth')}x{e.get('frameHeight')}" for e in now)
+        sizes = Counter(f"{e['frameWidth']}x{e['frameHeight']}" for e in now if e.get("frameWidth"))
         out |= {
             "copies": len(now),
             "fps": round(d["framesEncoded"] / elapsed / max(1, len(now)), 1),

@@ -224,9 +224,16 @@ async def _measure(
         # What did not play by now is measured as it is (0 fps), not waited for.
         host_complete = all(sampler.sees(v, [o for o in host if o != v]) for v in host)
         setup_s = time.monotonic() - started
-        modes = {await pg.evaluate("window.__call.state.mode") for pg in pages.values()}
-        if modes != {mode}:
-            raise BenchError(f"pages report room mode {sorted(map(str, modes))}")
+        # A page that has no room state yet (starved, or its join still on the way) reports
+        # the client's default mode: only a joined page's mode tells the room's.
+        states = {
+            n: await pg.evaluate("(({ joined, mode }) => ({ joined, mode }))(window.__call.state)")
+            for n, pg in pages.items()
+        }
+        unjoined = [n for n, st in states.items() if not st["joined"]]
+        wrong = {n: st["mode"] for n, st in states.items() if st["joined"] and st["mode"] != mode}
+        if wrong:
+            raise BenchError(f"pages report room mode {wrong} in a {mode} room")
         step("warm-up")
         await asyncio.sleep(p.warmup)
         step("measuring")
@@ -268,6 +275,7 @@ async def _measure(
         "complete": complete,
         "host_complete": host_complete,
         "stalled_pages": [n for n, pg in per_page.items() if "stalled" in pg],
+        "unjoined_at_setup": unjoined,
         "setup_s": round(setup_s, 1),
         "window_s": round(elapsed, 1),
         "server_cpu_s_per_s": round(server_cpu, 3),
