@@ -24,11 +24,16 @@ run: setup
 	$(PY) -m signaling --host $(HOST) --port $(PORT)
 
 # What the tests need beyond `setup`: Debian's Chromium for the browser tests, a
-# redis-server binary (the tests start their own throwaway servers on free ports) and
-# PostgreSQL's initdb/pg_ctl (used when no PostgreSQL answers on 127.0.0.1:5432).
+# redis-server binary (the tests start their own throwaway servers on free ports),
+# PostgreSQL's initdb/pg_ctl (used when no PostgreSQL answers on 127.0.0.1:5432),
+# iproute2 (`ip`, `tc`) and nftables (`nft`) for the shaped network namespaces of
+# devtools/netns, and coturn (`turnserver`) for the TURN tests.
 test-deps:
 	@if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server >/dev/null; \
+	fi
+	@if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1 || ! command -v turnserver >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables coturn >/dev/null; \
 	fi
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \

@@ -9,6 +9,7 @@ import aiortc.codecs.vpx
 import pytest
 
 from devtools.media import Clip, encode_opus_clip, encode_vp8_clip
+from devtools.netns import Namespace, sweep_stale
 from tests.postgres_server import database, postgres_server
 from tests.redis_server import redis_server
 from tests.server import InProcess, inprocess_server
@@ -71,3 +72,19 @@ def postgres_url(postgres: str) -> Iterator[str]:
     """One database per test session, created and dropped here; tests use unique ids."""
     with database(postgres) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def netns_swept() -> list[str]:
+    """Namespaces and veths that a killed earlier run left behind, removed once per session
+    (those of live processes are left alone). Fails with the reason on a machine that
+    cannot make network namespaces (not root, no `ip`/`tc`/`nft`)."""
+    return sweep_stale()
+
+
+@pytest.fixture
+async def namespace(netns_swept: list[str]) -> AsyncIterator[Namespace]:
+    """A fresh network namespace on a veth pair to the host (devtools.netns), unshaped;
+    removed after the test, whatever happened."""
+    async with Namespace() as ns:
+        yield ns

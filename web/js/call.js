@@ -293,6 +293,24 @@ export class Call extends Emitter {
     this.emit('ended', reason);
   }
 
+  /**
+   * Who sends each remote track we play, by track id (an `inbound-rtp` stat's
+   * `trackIdentifier`): for the test hook, to attribute getStats() to people.
+   * @returns {Record<string, { owner: string, slot: 'camera' | 'screen', kind: string }>}
+   */
+  remoteTracks() {
+    /** @type {Record<string, { owner: string, slot: 'camera' | 'screen', kind: string }>} */
+    const out = {};
+    for (const [key, m] of this.remote) {
+      const screen = key.endsWith(':screen');
+      const owner = screen ? key.slice(0, -':screen'.length) : key;
+      for (const track of [m.audio, m.video]) {
+        if (track) out[track.id] = { owner, slot: screen ? 'screen' : 'camera', kind: track.kind };
+      }
+    }
+    return out;
+  }
+
   /** A JSON-friendly picture of the call, for the test hook and debugging. */
   snapshot() {
     return {

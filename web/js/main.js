@@ -292,11 +292,20 @@ document.addEventListener('keydown', () => detector.resume(), { capture: true })
 // Closing the tab: tell the room right away instead of waiting for the socket to time out.
 window.addEventListener('pagehide', () => current?.session.send('video:leave-room', { roomId: current.call.roomId }));
 
-/** Test and debugging hook: the live socket and a JSON snapshot of the call. */
+/**
+ * Test and debugging hook: the live socket, a JSON snapshot of the call, and for getStats()
+ * the live peer connections (by peer: 'sfu' or a socket id) and who sends each remote track.
+ */
 Object.defineProperty(window, '__call', {
   value: {
     get socket() {
       return current?.session.socket ?? null;
+    },
+    connections() {
+      return current?.call.transport?.connections() ?? {};
+    },
+    remoteTracks() {
+      return current?.call.remoteTracks() ?? {};
     },
     get state() {
       return current ? current.call.snapshot() : { joined: false, connection: 'closed', mode: null, participants: [], remoteStreams: [], peers: {} };

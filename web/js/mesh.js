@@ -221,6 +221,13 @@ export class MeshTransport {
     return out;
   }
 
+  connections() {
+    /** @type {Record<string, RTCPeerConnection>} */
+    const out = {};
+    for (const [id, p] of this.peers) out[id] = p.pc;
+    return out;
+  }
+
   /** Mesh leaves rate control to each connection's congestion control. */
   caps() {
     return {};

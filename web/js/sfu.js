@@ -217,6 +217,11 @@ export class SfuTransport {
     return this.pc ? { sfu: this.pc.connectionState } : {};
   }
 
+  /** @returns {Record<string, RTCPeerConnection>} */
+  connections() {
+    return this.pc ? { sfu: this.pc } : {};
+  }
+
   /** Drops the connection and the tracks it delivered (their tiles go back to avatars). */
   #reset() {
     this.close();

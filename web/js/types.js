@@ -65,6 +65,7 @@
  * @property {() => Promise<void>} refreshLocal re-attach local tracks (device or screen change)
  * @property {() => Record<string, string>} states connection state per peer
  * @property {() => Record<string, number>} caps bitrate caps (bps) we set on our senders
+ * @property {() => Record<string, RTCPeerConnection>} connections live connections by peer ('sfu' or a socket id), for getStats()
  * @property {() => void} close
  */
 
